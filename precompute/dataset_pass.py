@@ -1,0 +1,189 @@
+"""One streaming pass over a dataset that records, for every unit of every requested layer at once, what
+the `stats` and `dataset` techniques need: running moments, a bounded reservoir of per-image responses,
+and the top-k / bottom-k images with their argmax position and the activation map around it.
+
+Memory is bounded by the layer sizes, k and the reservoir size, never by the dataset's length.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from precompute.datasets import Dataset
+from precompute.hooks import capture, run
+from precompute.layers import Geometry, as_maps
+from precompute.models import ModelSpec
+
+MIN_CROP_PX = 32  # dataset crops narrower than this are unreadable as thumbnails
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a unit's example crop sits: a window of activation cells and the input pixels under it."""
+
+    height: int  # activation map
+    width: int
+    cells: int  # window side in cells
+    input_size: int
+
+    @classmethod
+    def for_layer(cls, geo: Geometry, input_size: int) -> Window:
+        stride = input_size / geo.width
+        cells = math.ceil(max(geo.rf_px, MIN_CROP_PX) / stride)
+        return cls(geo.height, geo.width, max(1, min(cells, geo.height, geo.width)), input_size)
+
+    def origin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-left cell of the window centred on each flat argmax position, shifted to lie inside the map."""
+        py, px = pos // self.width, pos % self.width
+        y0 = (py - self.cells // 2).clamp(0, self.height - self.cells)
+        x0 = (px - self.cells // 2).clamp(0, self.width - self.cells)
+        return y0, x0
+
+    def box(self, pos: int) -> tuple[int, int, int, int]:
+        """The crop (left, top, right, bottom) in input pixels for one flat argmax position."""
+        py, px = divmod(int(pos), self.width)
+        y0 = min(max(py - self.cells // 2, 0), self.height - self.cells)
+        x0 = min(max(px - self.cells // 2, 0), self.width - self.cells)
+        sy, sx = self.input_size / self.height, self.input_size / self.width
+        return (round(x0 * sx), round(y0 * sy), round((x0 + self.cells) * sx), round((y0 + self.cells) * sy))
+
+
+class Extremes:
+    """The k images with the highest (sign=+1) or lowest (sign=-1) spatial-max activation, per unit."""
+
+    def __init__(self, k: int, units: int, cells: int, sign: float, device):
+        self.sign = sign
+        self.value = torch.full((k, units), -math.inf, device=device)  # sign * activation
+        self.index = torch.full((k, units), -1, dtype=torch.long, device=device)
+        self.pos = torch.zeros((k, units), dtype=torch.long, device=device)
+        self.heat = torch.zeros((k, units, cells, cells), dtype=torch.float16, device=device)
+
+    def update(self, value, index, pos, heat):
+        k = self.value.shape[0]
+        values = torch.cat([self.value, self.sign * value])
+        best = torch.topk(values, k, dim=0).indices  # (k, units)
+        self.value = values.gather(0, best)
+        self.index = torch.cat([self.index, index[:, None].expand_as(value)]).gather(0, best)
+        self.pos = torch.cat([self.pos, pos]).gather(0, best)
+        cells = heat.shape[-1]
+        self.heat = torch.cat([self.heat, heat]).gather(0, best[:, :, None, None].expand(-1, -1, cells, cells))
+
+
+class LayerRecord:
+    """Everything one layer's units accumulate over the pass."""
+
+    def __init__(self, units: int, window: Window, k: int, reservoir: int, seed: int, device):
+        self.window = window
+        self.count = 0
+        self.total = torch.zeros(units, dtype=torch.float64, device=device)
+        self.total_sq = torch.zeros(units, dtype=torch.float64, device=device)
+        self.min = torch.full((units,), math.inf, dtype=torch.float64, device=device)
+        self.max = torch.full((units,), -math.inf, dtype=torch.float64, device=device)
+        self.positive = torch.zeros(units, dtype=torch.long, device=device)
+        self.top = Extremes(k, units, window.cells, +1.0, device)
+        self.bottom = Extremes(k, units, window.cells, -1.0, device)
+        # Reservoir sample (Vitter's algorithm R) of whole images: exact quantiles while the dataset fits.
+        self.res_value = np.zeros((reservoir, units), dtype=np.float32)
+        self.res_pos = np.zeros((reservoir, units), dtype=np.int32)
+        self.res_index = np.zeros(reservoir, dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def update(self, maps: torch.Tensor, index: torch.Tensor) -> None:
+        maps = maps.float()
+        b, c, h, w = maps.shape
+        flat = maps.flatten(2)
+        value, pos = flat.max(dim=2)  # (b, c)
+        v64 = value.double()
+        self.count += b
+        self.total += v64.sum(0)
+        self.total_sq += (v64 * v64).sum(0)
+        self.min = torch.minimum(self.min, v64.min(0).values)
+        self.max = torch.maximum(self.max, v64.max(0).values)
+        self.positive += (value > 0).sum(0)
+        heat = self._windows(flat, pos).to(torch.float16)
+        self.top.update(value, index, pos, heat)
+        self.bottom.update(value, index, pos, heat)
+        self._sample(value.cpu().numpy(), pos.cpu().numpy(), index.cpu().numpy())
+
+    def _windows(self, flat: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        win = self.window
+        y0, x0 = win.origin(pos)
+        steps = torch.arange(win.cells, device=flat.device)
+        ys = y0[..., None, None] + steps[:, None]
+        xs = x0[..., None, None] + steps[None, :]
+        idx = (ys * win.width + xs).flatten(2)
+        return flat.gather(2, idx).view(*pos.shape, win.cells, win.cells)
+
+    def _sample(self, value: np.ndarray, pos: np.ndarray, index: np.ndarray) -> None:
+        size = self.res_value.shape[0]
+        for row in range(len(index)):
+            seen = self.count - len(index) + row  # images seen before this one
+            slot = seen if seen < size else int(self.rng.integers(0, seen + 1))
+            if slot < size:
+                self.res_value[slot], self.res_pos[slot], self.res_index[slot] = value[row], pos[row], index[row]
+
+    def reservoir(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = min(self.count, self.res_value.shape[0])
+        return self.res_value[:n], self.res_pos[:n], self.res_index[:n]
+
+
+def _batches(dataset: Dataset, size: int, mean, std, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Decodes and normalises batches on a background thread, so image work overlaps the forward pass."""
+    out: queue.Queue = queue.Queue(maxsize=2)
+
+    def produce():
+        try:
+            images, indices = [], []
+            for index, image in dataset.stream(size):
+                images.append(np.asarray(image, dtype=np.uint8))
+                indices.append(index)
+                if len(images) == batch_size:
+                    out.put((images, indices))
+                    images, indices = [], []
+            if images:
+                out.put((images, indices))
+            out.put(None)
+        except BaseException as exc:  # re-raised on the consuming side
+            out.put(exc)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := out.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        images, indices = item
+        yield normalise(images, mean, std), torch.tensor(indices)
+
+
+def normalise(images: list, mean, std) -> torch.Tensor:
+    """RGB images (PIL or uint8 arrays, already at the input size) to a normalised batch."""
+    x = torch.from_numpy(np.stack([np.asarray(i, dtype=np.uint8) for i in images])).permute(0, 3, 1, 2)
+    x = x.float().div_(255)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def dataset_pass(model, spec: ModelSpec, layers: list[str], geometry: dict[str, Geometry], dataset: Dataset,
+                 device, k: int, reservoir: int, seed: int, batch_size: int = 32,
+                 progress: bool = True) -> dict[str, LayerRecord]:
+    records = {
+        name: LayerRecord(spec.layer(name).units, Window.for_layer(geometry[name], spec.input_size), k,
+                          reservoir, seed, device)
+        for name in layers
+    }
+    bar = tqdm(total=len(dataset), desc=f"dataset pass ({len(layers)} layers)", unit="img", disable=not progress)
+    with capture(model, layers) as outputs, torch.inference_mode():
+        for x, index in _batches(dataset, spec.input_size, spec.mean, spec.std, batch_size):
+            acts = run(model, x.to(device), outputs)
+            index = index.to(device)
+            for name, record in records.items():
+                record.update(as_maps(acts[name]), index)
+            bar.update(len(index))
+    bar.close()
+    return records

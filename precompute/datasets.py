@@ -1,0 +1,210 @@
+"""Image datasets for the passes over images: indexable, streamed in order, unreadable images skipped.
+
+- `sample`: the photographs bundled in scikit-image and scikit-learn, cut into deterministic multi-scale crops.
+- `folder:PATH`: every image file under PATH, in sorted path order, centre-cropped to a square.
+- `hf:ORG/NAME[@REV]`: an image dataset on the Hugging Face Hub, fetched into the local Hub cache, then read
+  like a local folder of the Hub's layout (Parquet shards with an `image` column, or image files).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+# Natural photographs that ship inside the scikit-image wheel (no download) and scikit-learn's two samples.
+SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass",
+                  "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket")
+# (crop side as a fraction of the photo's shorter side, also mirrored): about 2,150 crops in all.
+CROP_SCALES = ((1.0, True), (0.7, True), (0.5, True), (0.35, False), (0.25, False))
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read; the message is one line for the user."""
+
+
+@dataclass
+class Dataset:
+    """A fixed, ordered list of items; `load(i)` returns item i as an RGB image of side `size`, or None."""
+
+    name: str
+    items: list
+    loader: object  # callable(item, size) -> PIL.Image
+    describe: object  # callable(item) -> str, a human-readable source for provenance
+    skipped: int = field(default=0)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int, size: int) -> Image.Image | None:
+        try:
+            return self.loader(self.items[index], size)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            return None
+
+    def stream(self, size: int, indices: list[int] | None = None) -> Iterator[tuple[int, Image.Image]]:
+        """Yields (index, image) in order, skipping and counting the images that cannot be read."""
+        for index in range(len(self.items)) if indices is None else indices:
+            image = self.load(index, size)
+            if image is None:
+                self.skipped += 1
+                continue
+            yield index, image
+
+    def source(self, index: int) -> str:
+        return self.describe(self.items[index])
+
+
+def open_dataset(ref: str) -> Dataset:
+    if ref == "sample":
+        return sample_dataset()
+    if ref.startswith("folder:"):
+        return folder_dataset(Path(ref.removeprefix("folder:")), name=ref)
+    if ref.startswith("hf:"):
+        return hub_dataset(ref)
+    raise DatasetError(f"unknown dataset {ref!r}; use sample, folder:PATH or hf:ORG/NAME")
+
+
+def square(image: Image.Image, size: int) -> Image.Image:
+    """Centre-crops to a square and resizes with antialiasing."""
+    image = image.convert("RGB")
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
+
+
+# ---- sample: deterministic crops of bundled photographs -------------------------------------------------
+
+def _bundled_photos() -> dict[str, np.ndarray]:
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    photos = {f"skimage.{n}": getattr(skimage.data, n)() for n in SKIMAGE_PHOTOS}
+    bunch = load_sample_images()
+    for filename, image in zip(bunch.filenames, bunch.images):
+        photos[f"sklearn.{Path(filename).stem}"] = image
+    return photos
+
+
+@dataclass(frozen=True)
+class Crop:
+    photo: str
+    box: tuple[int, int, int, int]  # left, top, right, bottom in photo pixels
+    flip: bool
+
+
+def sample_crops(shapes: dict[str, tuple[int, int]]) -> list[Crop]:
+    """Square crops on a half-overlapping grid at each scale; the larger scales also mirrored."""
+    crops = []
+    for photo, (h, w) in shapes.items():
+        for scale, mirrored in CROP_SCALES:
+            side = max(16, int(round(min(h, w) * scale)))
+            nx, ny = (1 + math.ceil(max(0, extent - side) / (side / 2)) for extent in (w, h))
+            for y in np.linspace(0, h - side, ny).round().astype(int):
+                for x in np.linspace(0, w - side, nx).round().astype(int):
+                    for flip in (False, True) if mirrored else (False,):
+                        crops.append(Crop(photo, (int(x), int(y), int(x) + side, int(y) + side), flip))
+    return crops
+
+
+_PHOTOS: dict[str, Image.Image] = {}
+
+
+def sample_dataset() -> Dataset:
+    if not _PHOTOS:
+        for name, array in _bundled_photos().items():
+            _PHOTOS[name] = Image.fromarray(array).convert("RGB")
+    shapes = {name: (img.height, img.width) for name, img in _PHOTOS.items()}
+
+    def load(crop: Crop, size: int) -> Image.Image:
+        image = _PHOTOS[crop.photo].resize((size, size), Image.BICUBIC, box=crop.box, reducing_gap=3.0)
+        return image.transpose(Image.FLIP_LEFT_RIGHT) if crop.flip else image
+
+    def describe(crop: Crop) -> str:
+        left, top, right, _ = crop.box
+        return f"{crop.photo} {right - left}px crop at ({left},{top})" + (" mirrored" if crop.flip else "")
+
+    return Dataset("sample", sample_crops(shapes), load, describe)
+
+
+# ---- folder: any tree of images -------------------------------------------------------------------------
+
+def folder_dataset(root: Path, name: str) -> Dataset:
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found or not a directory: {root}")
+    try:
+        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError as exc:
+        raise DatasetError(f"cannot list {root}: {exc}") from exc
+    if not paths:
+        raise DatasetError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+
+    def load(path: Path, size: int) -> Image.Image:
+        with Image.open(path) as image:
+            return square(image, size)
+
+    return Dataset(name, paths, load, lambda p: str(p.relative_to(root)))
+
+
+# ---- hf: an image dataset on the Hugging Face Hub ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParquetRow:
+    path: Path
+    row_group: int
+    row: int
+
+
+def hub_dataset(ref: str) -> Dataset:
+    repo, _, revision = ref.removeprefix("hf:").partition("@")
+    if repo.count("/") != 1:
+        raise DatasetError(f"bad Hub dataset {ref!r}: expected hf:ORG/NAME[@REVISION]")
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo, repo_type="dataset", revision=revision or None,
+                                   allow_patterns=["*.parquet", *[f"*{s}" for s in IMAGE_SUFFIXES]])
+    except Exception as exc:  # network, auth, missing repo: all one line for the user
+        raise DatasetError(f"cannot fetch Hub dataset {repo}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    return hub_layout_dataset(Path(folder), name=ref)
+
+
+def hub_layout_dataset(root: Path, name: str) -> Dataset:
+    """A folder in the Hub's dataset layout: Parquet shards with an image column, else image files."""
+    shards = sorted(root.rglob("*.parquet"))
+    if not shards:
+        return folder_dataset(root, name)
+    import pyarrow.parquet as pq
+
+    items = []
+    for shard in shards:
+        meta = pq.ParquetFile(shard).metadata
+        for group in range(meta.num_row_groups):
+            items += [ParquetRow(shard, group, r) for r in range(meta.row_group(group).num_rows)]
+    cache: dict[tuple[Path, int], list] = {}
+
+    def load(item: ParquetRow, size: int) -> Image.Image:
+        key = (item.path, item.row_group)
+        if key not in cache:
+            cache.clear()  # one row group in memory at a time: streaming in order stays bounded
+            table = pq.ParquetFile(item.path).read_row_group(item.row_group)
+            column = next((c for c in ("image", "img", "jpg", "png") if c in table.column_names), None)
+            if column is None:
+                raise DatasetError(f"{item.path.name} has no image column (image, img, jpg or png)")
+            cache[key] = table.column(column).to_pylist()
+        cell = cache[key][item.row]
+        data = cell.get("bytes") if isinstance(cell, dict) else cell
+        if not data:
+            raise ValueError("empty image cell")
+        with Image.open(io.BytesIO(data)) as image:
+            return square(image, size)
+
+    return Dataset(name, items, load, lambda i: f"{i.path.relative_to(root)} row {i.row}")

