@@ -39,13 +39,20 @@ def heat_array(data: bytes | None, cells: int) -> np.ndarray | None:
 
 
 def overlay(image: Image.Image, heat: np.ndarray | None, vmax: float) -> Image.Image:
-    """Tints the image by where the unit fires: heat / vmax, clipped to [0, 1], smoothly upsampled."""
-    if heat is None or vmax <= 0:
+    """Spotlights where the unit fires: silent parts dimmed, the hottest part at full brightness, warm-tinted.
+
+    The level runs from the window's own minimum (0) to `vmax` (1, the unit's top activation), so crops of
+    one unit are comparable and a unit whose response never drops to zero still shows where it peaks.
+    """
+    if heat is None:
         return image
-    level = np.clip(heat / vmax, 0.0, 1.0)
+    floor = float(heat.min())
+    if vmax <= floor:
+        return image
+    level = np.clip((heat - floor) / (vmax - floor), 0.0, 1.0)
     mask = Image.fromarray((level * 255).astype(np.uint8)).resize(image.size, Image.BILINEAR)
-    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0 * 0.6
+    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
     base = np.asarray(image, dtype=np.float32)
-    dimmed = base * (0.55 + 0.45 * alpha / 0.6)  # darken where the unit is silent, so the hot part stands out
-    out = dimmed * (1 - alpha) + HEAT_COLOUR * alpha
+    lit = base * (0.3 + 0.7 * alpha)
+    out = lit * (1 - 0.25 * alpha) + HEAT_COLOUR * 0.25 * alpha
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))

@@ -1,0 +1,237 @@
+"""The `microscope` command line. Every failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DEFAULT_STORE = "data/microscope.duckdb"
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=Path(os.environ.get("MICROSCOPE_STORE", DEFAULT_STORE)),
+                        help="store file (default: $MICROSCOPE_STORE or %(default)s)")
+
+
+def _floats3(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="microscope", description="Render every unit of a vision model into a "
+                                "store, and browse it in a dashboard.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("models", help="list the models in the registry")
+
+    pre = sub.add_parser("precompute", help="compute techniques for units of a model, then ingest the store")
+    pre.add_argument("model", help="registry id, hf-hub:ORG/NAME[@REV], local-dir:PATH, or file.py:factory")
+    pre.add_argument("--layers", default="all", help="comma-separated layer names or aliases, or all")
+    pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
+    pre.add_argument("--techniques", default="all", help="comma list of stats,dataset, or all")
+    pre.add_argument("--dataset", default="sample", help="sample, folder:PATH or hf:ORG/NAME (default: sample)")
+    pre.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--k", type=_positive, default=16, help="top and bottom examples kept per unit")
+    pre.add_argument("--batch-size", type=_positive, default=32)
+    pre.add_argument("--max-images", type=_positive, help="use only the first N dataset images")
+    pre.add_argument("--work", type=Path, help="shard folder (default: 'work' beside the store)")
+    pre.add_argument("--name", default="", help="model id to store a hub/local/factory model under")
+    pre.add_argument("--input-size", type=_positive, help="input side in pixels for a model the registry lacks")
+    pre.add_argument("--mean", type=_floats3, help="normalisation mean, e.g. 0.485,0.456,0.406")
+    pre.add_argument("--std", type=_floats3, help="normalisation std, e.g. 0.229,0.224,0.225")
+    _store_arg(pre)
+
+    ing = sub.add_parser("ingest", help="rebuild the store from the shards of the work folder")
+    ing.add_argument("--work", type=Path, help="shard folder (default: 'work' beside the store)")
+    _store_arg(ing)
+
+    info = sub.add_parser("info", help="what the store holds")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    _store_arg(info)
+
+    unit = sub.add_parser("unit", help="everything stored for one unit")
+    unit.add_argument("model")
+    unit.add_argument("layer", help="layer name or alias")
+    unit.add_argument("unit", type=int)
+    unit.add_argument("--json", action="store_true", help="print JSON")
+    unit.add_argument("--images", type=Path, metavar="DIR", help="also write the unit's images into DIR as PNG")
+    _store_arg(unit)
+
+    for name, text in (("serve", "open the dashboard on a store"),
+                       ("demo", "build the demo store if there is none, then open the dashboard")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--port", type=int, default=8501)
+        s.add_argument("--address", default="localhost", help="address to listen on (0.0.0.0 for all)")
+        _store_arg(s)
+        if name == "demo":
+            s.add_argument("--no-serve", action="store_true", help="build the demo store, don't serve")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except KeyboardInterrupt:
+        print("microscope: interrupted; finished jobs are kept and a rerun resumes", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract is one line per failure
+        if os.environ.get("MICROSCOPE_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        known = type(exc).__name__ in ("ModelError", "DatasetError", "StoreError", "UsageError")
+        print(f"microscope: error: {message if known else f'{type(exc).__name__}: {message}'}", file=sys.stderr)
+        return 2 if type(exc).__name__ == "UsageError" else 1
+
+
+def cmd_models(args) -> None:
+    from precompute.models import REGISTRY
+
+    for spec in REGISTRY.values():
+        units = sum(layer.units for layer in spec.layers)
+        where = f"{spec.hub_id}@{spec.revision or 'unpinned'}" if spec.hub_id else spec.source
+        print(f"{spec.id:45s} {len(spec.layers):3d} layers {units:6d} units  {spec.input_size}px  {where}")
+    print("\nAlso: hf-hub:ORG/NAME[@REV], local-dir:PATH, path/to/file.py:factory, package.module:factory")
+
+
+def cmd_precompute(args) -> None:
+    from precompute.models import Overrides
+    from precompute.pipeline import Request, precompute
+
+    summary = precompute(Request(
+        model=args.model, store=args.store, layers=args.layers, units=args.units, techniques=args.techniques,
+        dataset=args.dataset, device=args.device, seed=args.seed, k=args.k, batch_size=args.batch_size,
+        max_images=args.max_images, work=args.work,
+        overrides=Overrides(args.name, args.input_size, args.mean, args.std)))
+    print(f"{summary['model']}: {summary['ran']} jobs run, {summary['skipped']} already done"
+          f"{', %d unreadable images skipped' % summary['images_skipped'] if summary['images_skipped'] else ''}; "
+          f"store {args.store}: " + ", ".join(f"{v} {k}" for k, v in summary["store"].items()))
+
+
+def cmd_ingest(args) -> None:
+    from store.ingest import ingest
+
+    counts = ingest(args.work or args.store.parent / "work", args.store)
+    print(f"store {args.store}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def cmd_info(args) -> None:
+    from store.queries import Store
+
+    summary = Store(args.store).summary()
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+        return
+    print(f"{summary['store']} (built {summary['built_at']}, {summary['images']} dataset images)")
+    for m in summary["models"]:
+        per = ", ".join(f"{k}: {v}" for k, v in m["units_per_technique"].items()) or "nothing computed"
+        print(f"  {m['model']}: {len(m['layers'])} layers, {m['units']} units ({per})")
+
+
+def cmd_unit(args) -> None:
+    from store import StoreError
+    from store.queries import Store
+
+    store = Store(args.store)
+    if store.model(args.model) is None:
+        known = ", ".join(m["model_id"] for m in store.models())
+        raise StoreError(f"model {args.model!r} is not in the store; it holds: {known}")
+    layer = store.layer(args.model, args.layer)
+    if layer is None:
+        raise StoreError(f"model {args.model} has no layer {args.layer!r}")
+    if not 0 <= args.unit < layer["units"]:
+        raise StoreError(f"unit {args.unit} is out of range for {args.model}@{layer['layer']} "
+                         f"(units 0-{layer['units'] - 1})")
+    record = store.unit_record(args.model, layer["layer"], args.unit)
+    if args.images:
+        record["images"] = write_unit_images(store, args.model, layer["layer"], args.unit, args.images)
+    if args.json:
+        print(json.dumps(record, indent=1, default=str))
+        return
+    stats = record["stats"]
+    print(record["unit"])
+    if stats:
+        print(f"  max {stats['max']:.3f}  mean {stats['mean']:.3f}  std {stats['std']:.3f}  "
+              f"p99 {stats['p99']:.3f}  positive {stats['frac_positive']:.0%}{'  DEAD' if stats['dead'] else ''}")
+    if record["dataset"]:
+        for ex in record["dataset"]["top"][:5]:
+            print(f"  top {ex['rank']:2d}: {ex['activation']:8.3f}  {ex['image_source']}")
+    if args.images:
+        print(f"  wrote {len(record['images'])} PNG files into {args.images}")
+
+
+def write_unit_images(store, model_id: str, layer: str, unit: int, folder: Path) -> list[str]:
+    """The unit's dataset examples as PNG files: crops with their heatmap overlay."""
+    from store import pictures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    examples = store.unit_examples(model_id, layer, unit)
+    vmax = max((e["activation"] for e in examples if e["kind"] == "top"), default=0.0)
+    paths = []
+    for ex in examples:
+        image = pictures.crop(pictures.decode(ex["image"]), ex["box"], size=160)
+        image = pictures.overlay(image, pictures.heat_array(ex["heat"], ex["heat_cells"]), vmax)
+        path = folder / f"{ex['kind']}-{ex['rank']:02d}.png"
+        image.save(path)
+        paths.append(str(path))
+    return paths
+
+
+def cmd_serve(args) -> int:
+    if not APP.is_file():
+        raise FileNotFoundError(f"dashboard entry {APP} not found; install Microscope from its source tree")
+    env = {**os.environ, "MICROSCOPE_STORE": str(args.store.resolve())}
+    print(f"Microscope dashboard on http://{args.address}:{args.port}/ (store {args.store}); Ctrl-C stops it")
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+               "--server.port", str(args.port), "--server.address", args.address,
+               "--browser.gatherUsageStats", "false"]
+    return subprocess.call(command, env=env, cwd=APP.parent)
+
+
+def cmd_demo(args) -> int:
+    from store import StoreError
+    from store.queries import Store
+
+    try:
+        Store(args.store).close()
+        print(f"demo store {args.store} exists; serving it (delete it to rebuild)")
+    except StoreError:
+        from precompute.models import DEFAULT_MODEL
+        from precompute.pipeline import Request, precompute
+
+        print(f"building the demo store {args.store}: {DEFAULT_MODEL}, every layer, stats and dataset examples "
+              "over the bundled sample photos")
+        summary = precompute(Request(model=DEFAULT_MODEL, store=args.store))
+        print(f"built in {summary['seconds']} s: " + ", ".join(f"{v} {k}" for k, v in summary["store"].items()))
+    if args.no_serve:
+        return 0
+    return cmd_serve(args)
+
+
+COMMANDS = {"models": cmd_models, "precompute": cmd_precompute, "ingest": cmd_ingest, "info": cmd_info,
+            "unit": cmd_unit, "serve": cmd_serve, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

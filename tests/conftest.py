@@ -1,0 +1,50 @@
+"""Shared test setup: the repo root on sys.path, no network, small fixtures built with the real pipeline."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# A Hub load without this retries for about 40 s before failing; with it, it fails at once and clearly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+TINY_FACTORY = '''
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU()),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5),
+    )
+
+
+def not_a_module():
+    return 42
+'''
+
+
+@pytest.fixture(scope="session")
+def tiny_factory(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("factory") / "tiny_model.py"
+    path.write_text(TINY_FACTORY)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory, tiny_factory) -> Path:
+    """A store of the tiny model: every layer, both techniques, 64 sample crops at 64 px."""
+    from precompute.models import Overrides
+    from precompute.pipeline import Request, precompute
+
+    store = tmp_path_factory.mktemp("store") / "tiny.duckdb"
+    precompute(Request(model=f"{tiny_factory}:build", store=store, max_images=64, k=8, progress=False,
+                       overrides=Overrides(name="tiny", input_size=64)))
+    return store
