@@ -36,12 +36,11 @@ def _candidates(model: nn.Module) -> list[str]:
     """Block outputs (elements of Sequential / ModuleList stacks), convolutions and linear layers."""
     names = []
     for name, module in model.named_modules():
-        if not name:
-            continue
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             names.append(name)
         elif isinstance(module, (nn.Sequential, nn.ModuleList)):
-            names += [f"{name}.{child}" for child, sub in module.named_children() if any(True for _ in sub.children())]
+            prefix = f"{name}." if name else ""
+            names += [prefix + child for child, sub in module.named_children() if any(True for _ in sub.children())]
     return list(dict.fromkeys(names))
 
 
