@@ -1,0 +1,125 @@
+"""The CLI as a user meets it: JSON outputs, images, and one clear line for every kind of bad input."""
+
+import fcntl
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from precompute.cli import main
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def store_copy(tiny_store, tmp_path) -> Path:
+    """A private copy of the tiny store and its work folder, for tests that try to break it."""
+    shutil.copytree(tiny_store.parent, tmp_path / "copy")
+    return tmp_path / "copy" / tiny_store.name
+
+
+def test_info_json_reports_models_layers_and_counts(capsys, tiny_store):
+    code, out, _ = _cli(capsys, "info", "--json", "--store", tiny_store)
+    assert code == 0
+    info = json.loads(out)
+    (model,) = info["models"]
+    assert model["model"] == "tiny" and model["units"] == 37
+    assert model["units_per_technique"] == {"dataset": 37, "stats": 37}
+    assert [l["layer"] for l in model["layers"]] == ["0", "2.0", "2", "5"]
+
+
+def test_unit_json_and_images(capsys, tiny_store, tmp_path):
+    code, out, _ = _cli(capsys, "unit", "tiny", "2.0", 4, "--json", "--images", tmp_path / "imgs", "--store", tiny_store)
+    assert code == 0
+    record = json.loads(out)
+    assert record["unit"] == "tiny@2.0:4"
+    assert {"unit", "stats", "dataset", "provenance", "images"} <= set(record)
+    assert len(record["dataset"]["top"]) == 8 and record["stats"]["images"] == 64
+    assert len(record["images"]) == 8 + 8 + 11
+    assert all(Path(p).is_file() and p.endswith(".png") for p in record["images"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["unit", "nope", "0", 1], "model 'nope' is not in the store"),
+    (["unit", "tiny", "blocks.9", 1], "has no layer 'blocks.9'"),
+    (["unit", "tiny", "2.0", 12], "unit 12 is out of range for tiny@2.0 (units 0-11)"),
+])
+def test_unit_bad_input(capsys, tiny_store, argv, message):
+    code, out, err = _cli(capsys, *argv, "--store", tiny_store)
+    assert code == 1 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["precompute", "resnet9000"], "unknown model 'resnet9000'"),
+    (["precompute", "efficientnet_lite0.bundled", "--layers", "blocks.42"], "unknown layer 'blocks.42'"),
+    (["precompute", "efficientnet_lite0.bundled", "--layers", "b1", "--units", "0-24"], "unit 24 is out of range"),
+    (["precompute", "{factory}:not_a_module"], "returned int, not a torch.nn.Module"),
+    (["precompute", "efficientnet_lite0.bundled", "--dataset", "folder:/no/such/folder"], "dataset folder not found"),
+    (["precompute", "efficientnet_lite0.bundled", "--techniques", "magic"], "unknown technique 'magic'"),
+    (["precompute", "efficientnet_lite0.bundled", "--device", "cuda:7"], "cuda"),
+])
+def test_precompute_bad_input_leaves_the_store_untouched(capsys, store_copy, tiny_factory, argv, message):
+    before = _digest(store_copy)
+    argv = [a.replace("{factory}", str(tiny_factory)) for a in argv]
+    code, out, err = _cli(capsys, *argv, "--store", store_copy)
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("microscope: error: ")
+    assert _digest(store_copy) == before
+
+
+def test_corrupt_store_is_one_clear_line(capsys, tmp_path):
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"this is not a database" * 100)
+    code, _, err = _cli(capsys, "info", "--store", bad)
+    assert code == 1 and "cannot open store" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _cli(capsys, "info", "--store", tmp_path / "missing.duckdb")
+    assert code == 1 and "microscope demo" in err
+
+
+def test_locked_store_refuses_a_second_writer(capsys, store_copy):
+    before = _digest(store_copy)
+    with open(store_copy.with_name(store_copy.name + ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        code, _, err = _cli(capsys, "ingest", "--store", store_copy)
+    assert code == 1 and "is locked" in err
+    assert _digest(store_copy) == before
+
+
+def test_disk_full_mid_ingest_keeps_the_published_store(store_copy):
+    """The file-size limit makes every write past 200 kB fail, as a full disk does."""
+    before = _digest(store_copy)
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    done = subprocess.run([sys.executable, "-m", "precompute.cli", "ingest", "--store", str(store_copy)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True,
+                          preexec_fn=limit, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "ingest failed" in done.stderr and "left as it was" in done.stderr
+    assert _digest(store_copy) == before
+    assert not [p for p in store_copy.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_ingest_rebuilds_the_same_store(capsys, store_copy):
+    code, out, _ = _cli(capsys, "ingest", "--store", store_copy)
+    assert code == 0 and "37 unit_stats" in out
