@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,17 +191,19 @@ def hub_layout_dataset(root: Path, name: str) -> Dataset:
         for group in range(meta.num_row_groups):
             items += [ParquetRow(shard, group, r) for r in range(meta.row_group(group).num_rows)]
     cache: dict[tuple[Path, int], list] = {}
+    lock = threading.Lock()  # images may be loaded from several threads
 
     def load(item: ParquetRow, size: int) -> Image.Image:
         key = (item.path, item.row_group)
-        if key not in cache:
-            cache.clear()  # one row group in memory at a time: streaming in order stays bounded
-            table = pq.ParquetFile(item.path).read_row_group(item.row_group)
-            column = next((c for c in ("image", "img", "jpg", "png") if c in table.column_names), None)
-            if column is None:
-                raise DatasetError(f"{item.path.name} has no image column (image, img, jpg or png)")
-            cache[key] = table.column(column).to_pylist()
-        cell = cache[key][item.row]
+        with lock:
+            if key not in cache:
+                cache.clear()  # one row group in memory at a time: streaming in order stays bounded
+                table = pq.ParquetFile(item.path).read_row_group(item.row_group)
+                column = next((c for c in ("image", "img", "jpg", "png") if c in table.column_names), None)
+                if column is None:
+                    raise DatasetError(f"{item.path.name} has no image column (image, img, jpg or png)")
+                cache[key] = table.column(column).to_pylist()
+            cell = cache[key][item.row]
         data = cell.get("bytes") if isinstance(cell, dict) else cell
         if not data:
             raise ValueError("empty image cell")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,19 +195,32 @@ def example_tables(record, spec: ModelSpec, job: Job, dataset: Dataset, dataset_
     examples = dataset_examples.rows(record, spec.id, job.layer, job.unit_start, job.unit_stop, job.key,
                                      image_id=lambda i: f"{dataset_key}:{i}")
     listing = {"image_id": [], "dataset": [], "source": [], "path": []}
-    images = {}
+    missing = []
     for image_id in sorted(dataset_examples.referenced_images(examples)):
         index = int(image_id.rsplit(":", 1)[1])
         rel = f"images/{dataset_key}/{index:07d}.webp"
-        image = dataset.load(index, spec.input_size)
-        images[image_id] = image
-        if not (work / rel).exists():  # dataset images are shared by every layer's jobs
-            write_atomic(work / rel, pictures.encode(image))
+        if not (work / rel).exists():  # dataset images are shared by every layer's jobs: encode each once
+            missing.append((index, work / rel))
         for key, value in zip(listing, (image_id, dataset.name, dataset.source(index), rel)):
             listing[key].append(value)
     top = examples.filter(pc.and_(pc.equal(examples["kind"], "top"), pc.equal(examples["rank"], 0))).to_pylist()
-    thumbs = [pictures.encode(pictures.crop(images[row["image_id"]], row["box"], dataset_examples.THUMB_PX))
-              for row in top]
+    tops_by_image = defaultdict(list)
+    for row in top:
+        tops_by_image[int(row["image_id"].rsplit(":", 1)[1])].append(row)
+
+    def thumbnails_of(index: int) -> list[tuple[int, bytes]]:
+        image = dataset.load(index, spec.input_size)
+        return [(r["unit"], pictures.encode(pictures.crop(image, r["box"], dataset_examples.THUMB_PX)))
+                for r in tops_by_image[index]]
+
+    def store_image(item: tuple[int, Path]) -> None:
+        write_atomic(item[1], pictures.encode(dataset.load(item[0], spec.input_size)))
+
+    # PIL releases the GIL while it resizes and encodes: spread the image work over the cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(store_image, missing))
+        thumb_by_unit = dict(pair for pairs in pool.map(thumbnails_of, tops_by_image) for pair in pairs)
+    thumbs = [thumb_by_unit[r["unit"]] for r in top]
     thumbnails = pa.table({
         "model_id": [spec.id] * len(top), "layer": [job.layer] * len(top), "unit": [r["unit"] for r in top],
         "technique": ["dataset"] * len(top), "format": ["webp"] * len(top),
