@@ -1,0 +1,17 @@
+"""Microscope dashboard: `streamlit run app.py`. Page config, navigation over app_pages/, the shared frame.
+
+The store is opened here once per run; a missing or unreadable store stops every page with a message that
+says how to build one. Pages read the URL (st.query_params) and the store through dashboard.data.
+"""
+
+import streamlit as st
+
+from dashboard import chrome
+
+st.set_page_config(page_title="Microscope", page_icon="🔬", layout="wide")
+
+page = st.navigation(chrome.pages(), position="hidden" if chrome.is_embed() else "sidebar")
+key = chrome.open_store()
+chrome.frame(key)
+if key is not None:
+    page.run()

@@ -1,0 +1,72 @@
+"""Layer: a gallery of every unit, each shown by the crop of its top dataset example; sort, filter, page."""
+
+import math
+
+import streamlit as st
+
+from dashboard import data, html, links, params
+from store.queries import STAT_COLUMNS
+
+PER_PAGE = 128
+
+key = data.store_key()
+model = params.model(key)
+layer = params.layer(key, model)
+mid, name = model["model_id"], layer["layer"]
+
+st.title(f"{mid}@{name}", anchor=False)
+st.caption("Every unit of this layer, shown by the image patch that excites it most. Sort and filter by the "
+           "unit statistics; click a unit for its examples, heatmaps and histogram.")
+facts = [f"alias `{layer['alias']}`" if layer["alias"] else None, f"{layer['units']:,} units",
+         f"map {layer['height']}×{layer['width']}", f"receptive field {layer['rf_px']} px",
+         f"{layer['dead_units']:,} dead"]
+st.markdown(" · ".join(f for f in facts if f))
+
+# "-max" sorts by max activation, highest first; each statistic is offered in both directions.
+SORTS = {"unit": "unit, ascending", "-unit": "unit, descending"}
+for col, label in STAT_COLUMNS.items():
+    if col != "unit":
+        SORTS[f"-{col}"] = f"{label}, highest first"
+        SORTS[col] = f"{label}, lowest first"
+
+
+def first_page() -> None:
+    st.session_state["page"] = 1
+
+
+cols = st.columns([3, 2, 2])
+sort, resorted = params.url_choice(cols[0], "Sort by", SORTS, "sort", "unit")
+if resorted:
+    first_page()
+min_pos = cols[1].number_input("Min fraction of images > 0", min_value=0.0, max_value=1.0, value=0.0, step=0.05,
+                               key="min_pos", bind="query-params", on_change=first_page)
+cols[2].write("")
+hide_dead = cols[2].toggle("Hide dead units", key="hide_dead", bind="query-params", on_change=first_page)
+
+units = data.layer_units(key, mid, name)
+shown = units
+if hide_dead:
+    shown = shown[~shown["dead"]]
+if min_pos > 0:
+    shown = shown[shown["frac_positive"] >= min_pos]
+column = sort.lstrip("-")
+shown = shown.sort_values([column, "unit"], ascending=[not sort.startswith("-"), True], na_position="last")
+
+pages = max(1, math.ceil(len(shown) / PER_PAGE))
+top = st.container()
+page = st.pagination(pages, key="page", bind="query-params")
+chunk = shown.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
+thumbs = data.thumbnails(key, mid, name, layer["units"])
+top.caption(f"{len(shown):,} of {len(units):,} units match · page {page} of {pages} · showing "
+            f"{len(chunk):,} units")
+if chunk.empty:
+    st.info("No unit matches these filters. Lower the minimum fraction or show dead units.")
+else:
+    st.html(html.gallery([
+        {"href": links.unit_href(mid, name, int(r.unit)), "unit": int(r.unit), "max": r.max, "dead": bool(r.dead),
+         "thumb": thumbs.get(int(r.unit))}
+        for r in chunk.itertuples(index=False)
+    ]))
+if layer["dataset_units"] < layer["units"]:
+    st.caption(f"Dataset examples were computed for {layer['dataset_units']:,} of {layer['units']:,} units; "
+               "the others show a blank tile.")

@@ -1,0 +1,111 @@
+"""The dashboard's window on the store: one cached read-only `Store` per file version, and bounded caches.
+
+Every cached function takes `key` = (absolute path, (mtime_ns, size)) first, so a store file replaced by
+`microscope ingest` is a new key: the next run opens the new file and never serves the old one's rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from store.queries import Store
+
+DEFAULT_STORE = "data/microscope.duckdb"
+StoreKey = tuple[str, tuple[int, int]]
+
+
+class StoreMissing(Exception):
+    """No store file where MICROSCOPE_STORE (or the default) points."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"no store at {path}")
+        self.path = path
+
+
+def store_path() -> Path:
+    return Path(os.environ.get("MICROSCOPE_STORE") or DEFAULT_STORE)
+
+
+def store_key() -> StoreKey:
+    """Raises StoreMissing if there is no file; store.StoreError (via `store()`) if it is not a store."""
+    path = store_path()
+    try:
+        info = path.stat()
+    except OSError:
+        raise StoreMissing(path) from None
+    if not path.is_file():
+        raise StoreMissing(path)
+    return str(path.resolve()), (info.st_mtime_ns, info.st_size)
+
+
+# Replaced files leave their old entry until evicted; a few versions bound the open connections.
+@st.cache_resource(max_entries=4, show_spinner=False)
+def open_store(path: str, stamp: tuple[int, int]) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    return open_store(*store_key())
+
+
+def _store(key: StoreKey) -> Store:
+    return open_store(*key)
+
+
+@st.cache_data(max_entries=8, ttl=600, show_spinner=False)
+def models(key: StoreKey) -> list[dict]:
+    return _store(key).models()
+
+
+def model(key: StoreKey, model_id: str) -> dict | None:
+    return next((m for m in models(key) if m["model_id"] == model_id), None)
+
+
+@st.cache_data(max_entries=8, ttl=600, show_spinner=False)
+def built_at(key: StoreKey) -> str:
+    return _store(key).built_at()
+
+
+@st.cache_data(max_entries=32, ttl=600, show_spinner=False)
+def layers(key: StoreKey, model_id: str) -> list[dict]:
+    return _store(key).layers(model_id)
+
+
+def layer(key: StoreKey, model_id: str, name: str) -> dict | None:
+    """A layer (with its computed counts) by canonical name or alias."""
+    return next((l for l in layers(key, model_id) if name in (l["layer"], l["alias"])), None)
+
+
+@st.cache_data(max_entries=32, ttl=600, show_spinner=False)
+def find_layer(key: StoreKey, text: str) -> list[dict]:
+    return _store(key).find_layer(text)
+
+
+@st.cache_data(max_entries=16, ttl=600, show_spinner=False)
+def layer_units(key: StoreKey, model_id: str, layer: str) -> pd.DataFrame:
+    return _store(key).layer_units(model_id, layer)
+
+
+@st.cache_data(max_entries=8, ttl=600, show_spinner=False)
+def thumbnails(key: StoreKey, model_id: str, layer: str, units: int) -> dict[int, bytes]:
+    """Every unit's dataset thumbnail of one layer: one query, reused across sort orders and pages."""
+    return _store(key).thumbnails(model_id, layer, list(range(units)))
+
+
+@st.cache_data(max_entries=256, ttl=600, show_spinner=False)
+def unit_stats(key: StoreKey, model_id: str, layer: str, unit: int) -> dict | None:
+    return _store(key).unit_stats(model_id, layer, unit)
+
+
+@st.cache_data(max_entries=256, ttl=600, show_spinner=False)
+def unit_runs(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:
+    return _store(key).unit_runs(model_id, layer, unit)
+
+
+def unit_examples(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:
+    """Not cached here: `dashboard.examples` caches what it renders from these rows."""
+    return _store(key).unit_examples(model_id, layer, unit)

@@ -1,0 +1,23 @@
+"""Lenses (techniques) of the unit page. A later technique (featurevis, tuning, circuits) plugs in as one
+entry here: its `?view=` name, a label, and a render function taking the UnitRef."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from dashboard import lens_dataset, lens_stats
+from dashboard.params import UnitRef
+
+
+@dataclass(frozen=True)
+class Lens:
+    label: str
+    render: Callable[[UnitRef], None]
+
+
+LENSES = {
+    "dataset": Lens("Dataset examples", lens_dataset.render),
+    "stats": Lens("Statistics", lens_stats.render),
+}
+DEFAULT = "dataset"

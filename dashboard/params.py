@@ -1,0 +1,104 @@
+"""Reads model, layer and unit from the URL. A missing, unknown or malformed value stops the page with one
+clear message and a link back up: never a traceback. Values only ever reach the store as bound parameters."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NoReturn
+
+import streamlit as st
+
+from dashboard import data, links
+
+
+@dataclass(frozen=True)
+class UnitRef:
+    key: data.StoreKey
+    model: dict
+    layer: dict
+    unit: int
+
+    @property
+    def model_id(self) -> str:
+        return self.model["model_id"]
+
+    @property
+    def layer_name(self) -> str:
+        return self.layer["layer"]
+
+    @property
+    def id(self) -> str:
+        return links.unit_id(self.model_id, self.layer_name, self.unit)
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """A user-typed value, safe inside a markdown message: one line, no backticks, bounded length."""
+    text = " ".join(str(value).split()).replace("`", "'")
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"`{text}`" if text else "(empty)"
+
+
+def fail(message: str, label: str, page: str, query: dict[str, str] | None = None) -> NoReturn:
+    st.error(message, icon=":material/error:")
+    st.page_link(links.PAGES[page], label=label, icon=":material/arrow_back:", query_params=query)
+    st.stop()
+
+
+def model(key: data.StoreKey) -> dict:
+    raw = st.query_params.get("model")
+    if not raw:
+        fail("No model given: this page needs `?model=ID`.", "All models", "models")
+    found = data.model(key, raw)
+    if found is None:
+        fail(f"Unknown model {shown(raw)}: this store has no such model.", "All models", "models")
+    return found
+
+
+def layer(key: data.StoreKey, model: dict) -> dict:
+    raw = st.query_params.get("layer")
+    back = links.params(model["model_id"])
+    if not raw:
+        fail(f"No layer given: this page needs `&layer=NAME` (a layer of {shown(model['model_id'])}).",
+             f"Layers of {model['model_id']}", "model", back)
+    found = data.layer(key, model["model_id"], raw)
+    if found is None:
+        fail(f"Unknown layer {shown(raw)} in model {shown(model['model_id'])}.",
+             f"Layers of {model['model_id']}", "model", back)
+    return found
+
+
+def unit(key: data.StoreKey) -> UnitRef:
+    m = model(key)
+    l = layer(key, m)
+    raw = st.query_params.get("unit")
+    count = l["units"]
+    back = links.params(m["model_id"], l["layer"])
+    span = f"0 to {count - 1}"
+    if raw is None or not raw.strip():
+        fail(f"No unit given: layer {shown(l['layer'])} has units {span}.", f"All units of {l['layer']}", "layer", back)
+    if not re.fullmatch(r"\d{1,9}", raw.strip()):
+        fail(f"Bad unit {shown(raw)}: a unit is a whole number from {span}.", f"All units of {l['layer']}",
+             "layer", back)
+    number = int(raw.strip())
+    if number >= count:
+        fail(f"Unit {number} is out of range: layer {shown(l['layer'])} has units {span}.",
+             f"All units of {l['layer']}", "layer", back)
+    return UnitRef(key, m, l, number)
+
+
+def url_choice(where, label: str, options: dict[str, str], name: str, default: str) -> tuple[str, bool]:
+    """A selectbox whose value lives in the URL as the option's short code (`sort=-max`): a widget bound with
+    bind="query-params" would write its display label instead. Returns (choice, changed by the user now)."""
+    raw = st.query_params.get(name, default)
+    current = raw if raw in options else default
+    if raw != current:
+        st.warning(f"Unknown {name} {shown(raw)}; using {options[default]}.")
+    # No key: the index is part of the widget's identity, so a new URL value makes a fresh widget.
+    choice = where.selectbox(label, list(options), index=list(options).index(current), format_func=options.get)
+    if choice != current:
+        if choice == default:
+            del st.query_params[name]
+        else:
+            st.query_params[name] = choice
+    return choice, choice != current
