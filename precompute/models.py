@@ -40,7 +40,7 @@ class Layer:
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
-    arch: str  # timm architecture, or the factory reference
+    arch: str  # timm architecture, or the factory function's name
     source: str  # bundled | hf-hub | local-dir | factory
     input_size: int
     mean: tuple[float, float, float]
@@ -48,6 +48,7 @@ class ModelSpec:
     layers: tuple[Layer, ...] = ()  # empty: discovered from the module tree
     hub_id: str = ""
     revision: str = ""  # a Hub commit; empty where none could be verified (see README)
+    location: str = ""  # the folder of a local-dir model, or the factory reference of a factory model
     labels: str = ""  # "imagenet" where the head is the ImageNet-1k classifier
     description: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -206,11 +207,13 @@ def resolve(ref: str, overrides: Overrides = Overrides()) -> ModelSpec:
         config = _read_hub_config(folder)
         cfg = config.get("pretrained_cfg", {})
         size = cfg.get("input_size", [3, 224, 224])[-1]
-        spec = ModelSpec(id=ref, arch=config.get("architecture", "unknown"), source="local-dir", input_size=size,
+        spec = ModelSpec(id=ref, arch=config.get("architecture", "unknown"), source="local-dir", location=str(folder),
+                         input_size=size,
                          mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
                          labels="imagenet" if config.get("num_classes") == 1000 else "")
     elif ":" in ref:
-        spec = ModelSpec(id=ref, arch=ref, source="factory", input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        spec = ModelSpec(id=ref, arch=ref.rpartition(":")[2], source="factory", location=ref, input_size=224,
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD)
     else:
         known = ", ".join(REGISTRY)
         raise ModelError(f"unknown model {ref!r}; use one of {known}, hf-hub:ORG/NAME, local-dir:PATH or file.py:factory")
@@ -246,11 +249,12 @@ def build(spec: ModelSpec, pretrained: bool = True, device: str | torch.device =
             model.load_state_dict(_bundled_lite0_state(model))
     elif spec.source == "hf-hub":
         name = f"hf-hub:{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "")
-        model = timm.create_model(name if pretrained else spec.arch, pretrained=pretrained)
+        # Registry entries know their architecture, so they build offline without weights.
+        model = timm.create_model(name if pretrained or spec.arch == spec.hub_id else spec.arch, pretrained=pretrained)
     elif spec.source == "local-dir":
-        model = timm.create_model(spec.arch if not pretrained else spec.id, pretrained=pretrained)
+        model = timm.create_model(f"local-dir:{spec.location}" if pretrained else spec.arch, pretrained=pretrained)
     elif spec.source == "factory":
-        model = _call_factory(spec.arch)
+        model = _call_factory(spec.location)
     else:
         raise ModelError(f"unknown model source {spec.source!r}")
     model.eval().requires_grad_(False)

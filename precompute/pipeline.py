@@ -144,7 +144,7 @@ def pass_params(technique: str, req: Request, spec: ModelSpec, dataset: Dataset)
         "input_size": spec.input_size,
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "weights": f"{spec.source}:{spec.hub_id or spec.arch}@{spec.revision}",
+        "weights": f"{spec.source}:{spec.hub_id or spec.location or spec.arch}@{spec.revision}",
     }
 
 

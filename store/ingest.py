@@ -93,9 +93,10 @@ def _build(con, work: Path, models: list[Path], shards: list[Path], progress: bo
                 [SCHEMA_VERSION, datetime.now(timezone.utc).isoformat(timespec="seconds")])
     for path in models:
         spec = json.loads(path.read_text())
-        con.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        con.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             spec["id"], spec["arch"], spec["source"], spec["hub_id"] or None, spec["revision"] or None,
-            spec["input_size"], list(spec["mean"]), list(spec["std"]), spec["labels"] or None, spec["description"]])
+            spec["location"] or None, spec["input_size"], list(spec["mean"]), list(spec["std"]),
+            spec["labels"] or None, spec["description"]])
         con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
             [spec["id"], layer["name"], i, layer["alias"] or None, layer["units"], layer["height"], layer["width"],
              layer["rf_px"]] for i, layer in enumerate(spec["layers"])])

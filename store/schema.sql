@@ -13,6 +13,7 @@ CREATE TABLE models (
     source VARCHAR NOT NULL,          -- bundled | hf-hub | local-dir | factory
     hub_id VARCHAR,
     revision VARCHAR,
+    location VARCHAR,                 -- local-dir folder or factory reference
     input_size INTEGER NOT NULL,
     mean DOUBLE[] NOT NULL,
     std DOUBLE[] NOT NULL,

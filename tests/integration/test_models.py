@@ -76,9 +76,9 @@ def test_local_dir_in_hub_format_loads_the_saved_weights(tmp_path):
 
     source = timm.create_model("resnet18", pretrained=False, num_classes=7).eval()
     save_for_hf(source, str(tmp_path), safe_serialization=True)
-    spec = resolve(f"local-dir:{tmp_path}")
+    spec = resolve(f"local-dir:{tmp_path}", Overrides(name="my-resnet"))
     model = build(spec)
-    assert spec.arch == "resnet18" and spec.source == "local-dir"
+    assert (spec.id, spec.arch, spec.source) == ("my-resnet", "resnet18", "local-dir")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(model(x), source(x), atol=1e-5)
