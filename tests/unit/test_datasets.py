@@ -21,7 +21,15 @@ def test_sample_has_at_least_2000_deterministic_crops():
     first = a.load(0, 64)
     assert first.size == (64, 64) and first.tobytes() == b.load(0, 64).tobytes()
     assert {c.photo.split(".")[0] for c in a.items} == {"skimage", "sklearn"}
-    assert any(c.flip for c in a.items) and len({c.box[2] - c.box[0] for c in a.items}) > 10
+    assert len({c.box[2] - c.box[0] for c in a.items}) > 50  # many scales
+    # Within a photo and scale, crops never overlap.
+    by_scale = {}
+    for c in a.items:
+        by_scale.setdefault((c.photo, c.box[2] - c.box[0]), []).append(c.box)
+    for boxes in by_scale.values():
+        for i, p in enumerate(boxes):
+            for q in boxes[i + 1:]:
+                assert p[2] <= q[0] or q[2] <= p[0] or p[3] <= q[1] or q[3] <= p[1]
 
 
 def test_folder_skips_and_counts_unreadable_images(tmp_path):
