@@ -14,4 +14,10 @@ page = st.navigation(chrome.pages(), position="hidden" if chrome.is_embed() else
 key = chrome.open_store()
 chrome.frame(key)
 if key is not None:
-    page.run()
+    try:
+        page.run()
+    except Exception:
+        # A store replaced mid-run closes the connection this run was reading; anything else is a real bug.
+        if not chrome.store_replaced(key):
+            raise
+        st.warning("The store was replaced while this page was loading. Reload the page to see the new one.")

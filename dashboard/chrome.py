@@ -85,3 +85,10 @@ def _breadcrumbs(key: data.StoreKey) -> None:
     if unit.isdigit() and int(unit) < layer["units"]:
         st.page_link(links.PAGES["unit"], label=f"unit {int(unit)}", icon=":material/center_focus_strong:",
                      query_params=links.params(mid, name, int(unit)))
+
+
+def store_replaced(key: data.StoreKey) -> bool:
+    try:
+        return data.store_key() != key
+    except data.StoreMissing:
+        return True

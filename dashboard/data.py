@@ -7,6 +7,7 @@ Every cached function takes `key` = (absolute path, (mtime_ns, size)) first, so 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -42,10 +43,30 @@ def store_key() -> StoreKey:
     return str(path.resolve()), (info.st_mtime_ns, info.st_size)
 
 
-# Replaced files leave their old entry until evicted; a few versions bound the open connections.
-@st.cache_resource(max_entries=4, show_spinner=False)
+MAX_OPEN = 4  # store files held open at once (one per path; a deployment normally has one)
+
+
+@st.cache_resource(show_spinner=False)
+def _open_stores() -> dict:
+    """The server's open stores: {path: (stamp, Store)}, with the lock that guards them."""
+    return {"lock": threading.Lock(), "open": {}}
+
+
 def open_store(path: str, stamp: tuple[int, int]) -> Store:
-    return Store(path)
+    """The open Store for this version of the file. DuckDB hands back the database it already has open for a
+    path, even after the file was replaced, so the superseded version is closed before the new one opens."""
+    held = _open_stores()
+    with held["lock"]:
+        current = held["open"].get(path)
+        if current and current[0] == stamp:
+            return current[1]
+        if current:
+            held["open"].pop(path)[1].close()
+        store = Store(path)
+        held["open"][path] = (stamp, store)
+        while len(held["open"]) > MAX_OPEN:
+            held["open"].pop(next(iter(held["open"])))[1].close()
+        return store
 
 
 def store() -> Store:
