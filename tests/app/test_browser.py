@@ -1,0 +1,125 @@
+"""The dashboard in a real browser: a fresh `streamlit run app.py`, a unit deep link as the very first request."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+pytestmark = [pytest.mark.app, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+MODEL_ID = "tiny net/v1&x"  # the fixture store's model (tests/app/conftest.py)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("MICROSCOPE_REQUIRE_BROWSER"):
+        raise RuntimeError(f"MICROSCOPE_REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt install chromium)")
+    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(app_store, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("server")
+    port = free_port()
+    env = {**os.environ, "MICROSCOPE_STORE": str(app_store)}
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not come up: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_unit_deep_link_is_the_first_request(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    query = urlencode({"model": MODEL_ID, "layer": "2", "unit": 3})
+    page.goto(f"{server}/unit?{query}")
+
+    unit_id = f"{MODEL_ID}@2:3"
+    page.get_by_role("heading", name=unit_id).wait_for(timeout=30_000)
+    page.locator(".ms-ex-grid img").first.wait_for(timeout=30_000)
+    assert page.locator(".ms-ex-grid img").count() == 43
+    assert page.locator("main img").count() > 0
+
+    nav = page.locator('[data-testid="stSidebarNav"] a')
+    nav.first.wait_for(timeout=10_000)
+    labels = {t.strip().splitlines()[-1] for t in nav.all_inner_texts()}  # each link is "icon-name\n\nLabel"
+    assert {"Models", "Search"} <= labels
+    assert page.get_by_text("You are here").is_visible()
+    shot = tmp_path / "unit.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+def test_gallery_tile_opens_its_unit(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/layer?{urlencode({'model': MODEL_ID, 'layer': '0', 'hide_dead': 'true'})}")
+    tiles = page.locator("a.ms-tile")
+    tiles.first.wait_for(timeout=30_000)
+    assert tiles.count() == 7  # 8 units, the dead one hidden by the URL's filter
+    tiles.nth(2).click()
+    page.get_by_role("heading", name=f"{MODEL_ID}@0:3").wait_for(timeout=30_000)
+    assert "unit=3" in page.url
+
+
+def test_embed_has_no_navigation(server, browser):
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.goto(f"{server}/unit?{urlencode({'model': MODEL_ID, 'layer': '2', 'unit': 1, 'embed': 1})}")
+    page.get_by_role("heading", name=f"{MODEL_ID}@2:1").wait_for(timeout=30_000)
+    page.locator(".ms-ex-grid img").first.wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+    assert not page.locator('header[data-testid="stHeader"]').is_visible()
+
+
+def test_bad_deep_link_shows_a_message(server, browser):
+    page = browser.new_page()
+    page.goto(f"{server}/unit?{urlencode({'model': MODEL_ID, 'layer': '2', 'unit': 'abc'})}")
+    page.get_by_text("Bad unit").wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
