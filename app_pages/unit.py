@@ -28,7 +28,9 @@ view = st.segmented_control("Lens", list(LENSES), key="view", bind="query-params
 if requested and requested not in LENSES:
     st.warning(f"Unknown view {params.shown(requested)}; showing {LENSES[view].label.lower()}. "
                f"Views: {', '.join(LENSES)}.")
-keep = {"view": view if view != DEFAULT else None}
+# Prev/next keep the lens and the heatmap switch (the dataset lens binds it to `heat`).
+keep = {"view": view if view != DEFAULT else None,
+        "heat": "false" if st.query_params.get("heat") == "false" else None}
 
 if not embed:
     row = nav.container(horizontal=True, vertical_alignment="center")

@@ -26,6 +26,8 @@ def render(ref: UnitRef) -> None:
     for kind, (title, note) in SECTIONS.items():
         if tiles[kind]:
             st.subheader(f"{title} ({len(tiles[kind])})", anchor=False)
+            if not heat:
+                note = note.split(";")[0].replace(" (no heatmap)", "")
             st.caption(f"{note}. Caption: spatial-max activation; hover for the source image.")
             st.html(html.examples(tiles[kind]))
     run = next((r for r in data.unit_runs(ref.key, ref.model_id, ref.layer_name, ref.unit)

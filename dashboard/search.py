@@ -40,7 +40,8 @@ def resolve(key: data.StoreKey, text: str, chosen_model: str | None) -> Result:
     model_id, layer_text, unit_text = split(text)
     model_id = model_id.strip() if model_id is not None else chosen_model
     if not model_id or data.model(key, model_id) is None:
-        return Result(error=f"Unknown model {shown(model_id or '')}. Write `MODEL@LAYER:UNIT` with a model of this store.")
+        return Result(error=f"Unknown model {shown(model_id or '')}. "
+                            "Write `MODEL@LAYER:UNIT` with a model of this store.")
     if not layer_text:
         return Result(error="Missing layer: write `LAYER:UNIT`, e.g. `b3:12`.")
     layer = data.layer(key, model_id, layer_text)

@@ -305,3 +305,53 @@ def test_layers_resolve_by_alias(monkeypatch):
     assert data.layer(None, "m", "b3")["layer"] == "blocks.3"
     assert data.layer(None, "m", "blocks.3")["layer"] == "blocks.3"
     assert data.layer(None, "m", "b4") is None
+
+
+def test_prev_next_keep_the_lens_and_heat_switch(store_env):
+    nav = links(run("unit", model=MODEL_ID, layer="2", unit="3", view="stats"))
+    assert nav["Next unit"] == {"model": MODEL_ID, "layer": "2", "unit": "4", "view": "stats"}
+    nav = links(run("unit", model=MODEL_ID, layer="2", unit="3", heat="false"))
+    assert nav["Previous unit"] == {"model": MODEL_ID, "layer": "2", "unit": "2", "heat": "false"}
+
+
+# ---- house rules -----------------------------------------------------------------------------------------------
+
+
+APP_FILES = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "dashboard").glob("*.py"))]
+
+
+def test_app_code_has_no_sql_and_pages_are_thin():
+    assert not (ROOT / "pages").exists()  # a pages/ folder would switch Streamlit to legacy multipage mode
+    for path in APP_FILES:
+        text = path.read_text()
+        assert "import duckdb" not in text and not re.search(r"\b(SELECT|INSERT|CREATE TABLE)\b", text), path
+        assert "import torch" not in text, path
+    for path in (ROOT / "app_pages").glob("*.py"):
+        assert len(path.read_text().splitlines()) < 120, path
+
+
+def test_running_every_page_never_imports_torch(app_store):
+    """In a fresh interpreter: the dashboard's imports must not pull torch in (it takes seconds and GBs)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, sys
+os.environ["MICROSCOPE_STORE"] = {str(app_store)!r}
+from streamlit.testing.v1 import AppTest
+for page, params in [(None, {{}}), ("model", {{"model": {MODEL_ID!r}}}), ("layer", {{"model": {MODEL_ID!r}, "layer": "2"}}),
+                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1"}}),
+                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1", "view": "stats"}}), ("search", {{}})]:
+    at = AppTest.from_file({APP!r}, default_timeout=60)
+    if page:
+        at.switch_page(f"app_pages/{{page}}.py")
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception and not at.error, (page, at.exception, at.error)
+print("torch" in sys.modules, "precompute" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
