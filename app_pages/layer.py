@@ -12,6 +12,7 @@ PER_PAGE = 128
 key = data.store_key()
 model = params.model(key)
 layer = params.layer(key, model)
+params.canonical(links.params(model["model_id"], layer["layer"]))
 mid, name = model["model_id"], layer["layer"]
 
 st.title(f"{mid}@{name}", anchor=False)

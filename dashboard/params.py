@@ -84,7 +84,16 @@ def unit(key: data.StoreKey) -> UnitRef:
     if number >= count:
         fail(f"Unit {number} is out of range: layer {shown(l['layer'])} has units {span}.",
              f"All units of {l['layer']}", "layer", back)
+    canonical(links.params(m["model_id"], l["layer"], number))
     return UnitRef(key, m, l, number)
+
+
+def canonical(query: dict[str, str]) -> None:
+    """Writes the resolved model/layer/unit back to the URL (an alias becomes the layer's name). Besides
+    canonical links, this makes the browser show the new URL after an st.page_link to the page already open
+    (prev/next): Streamlit 1.67 reruns with the link's params but leaves the address bar as it was."""
+    for name, value in query.items():
+        st.query_params[name] = value
 
 
 def url_choice(where, label: str, options: dict[str, str], name: str, default: str) -> tuple[str, bool]:

@@ -96,6 +96,11 @@ def test_unit_deep_link_is_the_first_request(server, browser, tmp_path):
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
 
+    # Next unit is a link to the page already open: the content and the address bar must both move on.
+    page.get_by_role("link", name="Next unit").click()
+    page.get_by_role("heading", name=f"{MODEL_ID}@2:4").wait_for(timeout=30_000)
+    page.wait_for_url(lambda url: "unit=4" in url, timeout=10_000)
+
 
 def test_gallery_tile_opens_its_unit(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -355,3 +355,9 @@ print("torch" in sys.modules, "precompute" in sys.modules)
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_unit_url_is_written_back_canonical(store_env):
+    at = run("unit", model=MODEL_ID, layer="2", unit="03")
+    assert at.header[0].value == f"{MODEL_ID}@2:3"
+    assert (at.query_params["model"], at.query_params["layer"], at.query_params["unit"]) == (MODEL_ID, "2", "3")
