@@ -45,7 +45,7 @@ def render(ref: UnitRef) -> None:
         with right:
             st.subheader("Statistics", anchor=False)
             rows = [{"statistic": label, "value": html.number(stats[k])} for k, label in STATS]
-            rows.append({"statistic": "dead (never > 0)", "value": "yes" if stats["dead"] else "no"})
+            rows.append({"statistic": "dead (same response to every image)", "value": "yes" if stats["dead"] else "no"})
             st.html(html.table([("statistic", "statistic"), ("value", "#value")], rows))
     st.subheader("Provenance", anchor=False)
     runs = data.unit_runs(ref.key, ref.model_id, ref.layer_name, ref.unit)
