@@ -24,10 +24,12 @@ from precompute.models import ModelSpec, Overrides, build, resolve
 from store import pictures
 from store.ingest import ingest
 
-# Techniques computed by the streaming dataset pass; later techniques (featurevis, tuning, circuits)
-# plan their own jobs.
+# Techniques computed together by one streaming pass over the dataset (modules with VERSION and rows()).
 PASS_TECHNIQUES = {"stats": stats, "dataset": dataset_examples}
-TECHNIQUES = tuple(PASS_TECHNIQUES)
+# Techniques whose jobs run one by one: modules with VERSION, params(req, spec) -> dict of the settings
+# that determine the result, and run(ctx, job) -> {table name in store/schema.sql: pyarrow.Table}.
+JOB_TECHNIQUES: dict = {}
+TECHNIQUES = (*PASS_TECHNIQUES, *JOB_TECHNIQUES)
 
 
 class UsageError(ValueError):
@@ -48,6 +50,7 @@ class Request:
     batch_size: int = 32
     reservoir: int = 20_000
     max_images: int | None = None  # use only the first N dataset items (quick runs and tests)
+    options: dict = field(default_factory=dict)  # technique settings from the command line (JOB_TECHNIQUES)
     work: Path | None = None
     overrides: Overrides = field(default_factory=Overrides)
     progress: bool = True
@@ -120,16 +123,37 @@ def precompute(req: Request) -> dict:
 
     work = req.work_dir
     geo = model_geometry(model, spec, dataset, work, device)
-    params = {t: pass_params(t, req, spec, dataset) for t in techniques}
+    params = {t: pass_params(t, req, spec, dataset) if t in PASS_TECHNIQUES else
+              {"version": JOB_TECHNIQUES[t].VERSION, **JOB_TECHNIQUES[t].params(req, spec)} for t in techniques}
     jobs = plan(spec.id, units, techniques, params)
     pending = [job for job in jobs if not job.done(work)]
     started = time.time()
-    if pending:
-        run_pass_jobs(model, spec, geo, dataset, pending, req, device)
+    pass_jobs = [job for job in pending if job.technique in PASS_TECHNIQUES]
+    if pass_jobs:
+        run_pass_jobs(model, spec, geo, dataset, pass_jobs, req, device)
+    context = Context(model, spec, geo, dataset, device, req)
+    for job in tqdm([j for j in pending if j.technique in JOB_TECHNIQUES], desc="jobs", unit="job",
+                    disable=not req.progress):
+        job_started = time.time()
+        tables = JOB_TECHNIQUES[job.technique].run(context, job)
+        write_shard(work, job, tables, {"seed": req.seed, "device": str(device),
+                                        "seconds": round(time.time() - job_started, 2)})
     summary = {"model": spec.id, "jobs": len(jobs), "ran": len(pending), "skipped": len(jobs) - len(pending),
                "images_skipped": dataset.skipped, "seconds": round(time.time() - started, 1)}
     summary["store"] = ingest(work, req.store, progress=req.progress)
     return summary
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a job technique's run() gets besides its job."""
+
+    model: torch.nn.Module
+    spec: ModelSpec
+    geometry: dict[str, Geometry]
+    dataset: Dataset
+    device: torch.device
+    request: Request
 
 
 def pass_params(technique: str, req: Request, spec: ModelSpec, dataset: Dataset) -> dict:

@@ -21,12 +21,9 @@ from tqdm import tqdm
 
 from store import SCHEMA_VERSION, StoreError
 
-# Per-unit tables filled from shard Parquet files of the same name, and the keys a newer run replaces.
-UNIT_TABLES = {
-    "unit_stats": ("model_id", "layer", "unit"),
-    "dataset_examples": ("model_id", "layer", "unit"),
-    "thumbnails": ("model_id", "layer", "unit", "technique"),
-}
+# Tables that shards fill are those with a run_id column. A newer run replaces an older one's rows for the
+# same (model_id, layer[, unit][, technique]): these columns, where a table has them, form the key.
+REPLACE_KEY = ("model_id", "layer", "unit", "technique")
 
 
 def schema_sql() -> str:
@@ -101,8 +98,9 @@ def _build(con, work: Path, models: list[Path], shards: list[Path], progress: bo
             [spec["id"], layer["name"], i, layer["alias"] or None, layer["units"], layer["height"], layer["width"],
              layer["rf_px"]] for i, layer in enumerate(spec["layers"])])
 
+    artefact_tables = {t: _columns(con, t) for t in _tables(con) if "run_id" in _columns(con, t) and t != "runs"}
     runs = []
-    parquet: dict[str, list[str]] = {table: [] for table in (*UNIT_TABLES, "images")}
+    parquet: dict[str, list[str]] = {table: [] for table in (*artefact_tables, "images")}
     for shard in tqdm(shards, desc="reading shards", unit="shard", disable=not progress):
         meta = json.loads((shard / "meta.json").read_text())
         runs.append([meta["key"], meta["model_id"], meta["layer"], meta["technique"], meta["unit_start"],
@@ -115,21 +113,26 @@ def _build(con, work: Path, models: list[Path], shards: list[Path], progress: bo
                 parquet[table].append(str(shard / f"{table}.parquet"))
     con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 14)})", runs)
 
-    for table, keys in UNIT_TABLES.items():
+    for table, table_columns in artefact_tables.items():
         if not parquet[table]:
             continue
-        key = ", ".join(f"s.{k}" for k in keys)
-        columns = ", ".join(f"s.{c}" for c in _columns(con, table))
+        key = ", ".join(f"s.{k}" for k in REPLACE_KEY if k in table_columns)
+        columns = ", ".join(f"s.{c}" for c in table_columns)
         con.execute(f"""
             INSERT INTO {table}
             SELECT {columns} FROM read_parquet(?, union_by_name = true) s JOIN runs r USING (run_id)
             QUALIFY r.finished_at = max(r.finished_at) OVER (PARTITION BY {key})
         """, [parquet[table]])
-    con.execute("""DELETE FROM runs WHERE run_id NOT IN (
-        SELECT run_id FROM unit_stats UNION SELECT run_id FROM dataset_examples UNION SELECT run_id FROM thumbnails)""")
+    used = " UNION ".join(f"SELECT run_id FROM {t}" for t in artefact_tables)
+    con.execute(f"DELETE FROM runs WHERE run_id NOT IN ({used})")
     _ingest_images(con, work, parquet["images"], progress)
     return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("models", "layers", "runs", *UNIT_TABLES, "images")}
+            for t in ("models", "layers", "runs", *artefact_tables, "images")}
+
+
+def _tables(con) -> list[str]:
+    return [row[0] for row in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name").fetchall()]
 
 
 def _columns(con, table: str) -> list[str]:
