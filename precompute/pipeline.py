@@ -123,8 +123,7 @@ def precompute(req: Request) -> dict:
 
     work = req.work_dir
     geo = model_geometry(model, spec, dataset, work, device)
-    params = {t: pass_params(t, req, spec, dataset) if t in PASS_TECHNIQUES else
-              {"version": JOB_TECHNIQUES[t].VERSION, **JOB_TECHNIQUES[t].params(req, spec)} for t in techniques}
+    params = {t: technique_params(t, req, spec, dataset) for t in techniques}
     jobs = plan(spec.id, units, techniques, params)
     pending = [job for job in jobs if not job.done(work)]
     started = time.time()
@@ -156,20 +155,21 @@ class Context:
     request: Request
 
 
-def pass_params(technique: str, req: Request, spec: ModelSpec, dataset: Dataset) -> dict:
-    """Everything besides the key's model, layer and units that determines a pass technique's result."""
-    return {
-        "version": PASS_TECHNIQUES[technique].VERSION,
-        "dataset": req.dataset,
-        "dataset_items": len(dataset),
-        "k": req.k,
-        "reservoir": req.reservoir,
+def technique_params(technique: str, req: Request, spec: ModelSpec, dataset: Dataset) -> dict:
+    """Everything besides the key's model, layer and units that determines a technique's result."""
+    params = {
         "seed": req.seed,
         "input_size": spec.input_size,
         "mean": list(spec.mean),
         "std": list(spec.std),
         "weights": f"{spec.source}:{spec.hub_id or spec.location or spec.arch}@{spec.revision}",
     }
+    if technique in PASS_TECHNIQUES:
+        params.update(version=PASS_TECHNIQUES[technique].VERSION, dataset=req.dataset, dataset_items=len(dataset),
+                      k=req.k, reservoir=req.reservoir)
+    else:
+        params.update(version=JOB_TECHNIQUES[technique].VERSION, **JOB_TECHNIQUES[technique].params(req, spec))
+    return params
 
 
 def model_geometry(model, spec: ModelSpec, dataset: Dataset, work: Path, device) -> dict[str, Geometry]:
