@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.app, pytest.mark.browser]
 
@@ -83,8 +84,8 @@ def test_unit_deep_link_is_the_first_request(server, browser, tmp_path):
 
     unit_id = f"{MODEL_ID}@2:3"
     page.get_by_role("heading", name=unit_id).wait_for(timeout=30_000)
-    page.locator(".ms-ex-grid img").first.wait_for(timeout=30_000)
-    assert page.locator(".ms-ex-grid img").count() == 43
+    # Streamlit draws the page progressively: wait for all 16 top, 16 bottom and 11 quantile examples.
+    expect(page.locator(".ms-ex-grid img")).to_have_count(43, timeout=30_000)
     assert page.locator("main img").count() > 0
 
     nav = page.locator('[data-testid="stSidebarNav"] a')
@@ -117,7 +118,7 @@ def test_embed_has_no_navigation(server, browser):
     page = browser.new_page(viewport={"width": 1000, "height": 800})
     page.goto(f"{server}/unit?{urlencode({'model': MODEL_ID, 'layer': '2', 'unit': 1, 'embed': 1})}")
     page.get_by_role("heading", name=f"{MODEL_ID}@2:1").wait_for(timeout=30_000)
-    page.locator(".ms-ex-grid img").first.wait_for(timeout=30_000)
+    expect(page.locator(".ms-ex-grid img")).to_have_count(43, timeout=30_000)  # the page is complete
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     assert not page.locator('header[data-testid="stHeader"]').is_visible()
 
