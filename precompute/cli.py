@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("model", help="registry id, hf-hub:ORG/NAME[@REV], local-dir:PATH, or file.py:factory")
     pre.add_argument("--layers", default="all", help="comma-separated layer names or aliases, or all")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
-    pre.add_argument("--techniques", default="all", help="comma list of stats,dataset, or all")
+    pre.add_argument("--techniques", default="all", help="comma list of stats,dataset,tuning, or all")
     pre.add_argument("--dataset", default="sample", help="sample, folder:PATH or hf:ORG/NAME (default: sample)")
     pre.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     pre.add_argument("--seed", type=int, default=0)

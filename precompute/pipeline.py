@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
-from precompute import dataset_examples, stats
+from precompute import dataset_examples, stats, tuning
 from precompute.dataset_pass import dataset_pass, normalise
 from precompute.datasets import Dataset, open_dataset
 from precompute.jobs import Job, plan, slug, write_json, write_atomic, write_shard
@@ -28,7 +28,7 @@ from store.ingest import ingest
 PASS_TECHNIQUES = {"stats": stats, "dataset": dataset_examples}
 # Techniques whose jobs run one by one: modules with VERSION, params(req, spec) -> dict of the settings
 # that determine the result, and run(ctx, job) -> {table name in store/schema.sql: pyarrow.Table}.
-JOB_TECHNIQUES: dict = {}
+JOB_TECHNIQUES: dict = {"tuning": tuning}
 TECHNIQUES = (*PASS_TECHNIQUES, *JOB_TECHNIQUES)
 
 
@@ -153,6 +153,7 @@ class Context:
     dataset: Dataset
     device: torch.device
     request: Request
+    cache: dict = field(default_factory=dict, compare=False)  # work shared by one request's jobs (stimulus passes)
 
 
 def technique_params(technique: str, req: Request, spec: ModelSpec, dataset: Dataset) -> dict:

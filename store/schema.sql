@@ -100,3 +100,23 @@ CREATE TABLE thumbnails (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, unit, technique)
 );
+
+-- Tuning curves (technique `tuning`): a unit's response to every stimulus of a synthetic family
+-- (precompute/stimuli.py), as a grid over the family's axes, and a summary per axis.
+CREATE TABLE tuning (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    family VARCHAR NOT NULL,          -- gratings | curves | colour | edges | lines
+    axes JSON NOT NULL,               -- [{name, unit, values, period}]: the grid's axes in order
+    shape INTEGER[] NOT NULL,         -- values per axis
+    response FLOAT[] NOT NULL,        -- spatial-max activation per stimulus, row-major over the axes
+    response_centre FLOAT[] NOT NULL, -- activation at the map's centre position, same order
+    best DOUBLE NOT NULL,             -- max of response (relative to unit_stats.max: computed when read)
+    best_centre DOUBLE NOT NULL,
+    preferred DOUBLE[] NOT NULL,      -- per axis: the value of the peak (degrees for angles)
+    width DOUBLE[] NOT NULL,          -- per axis: full width at half max of the curve along it (NULL: flat)
+    selectivity DOUBLE[] NOT NULL,    -- per axis: 1 - circular variance (circular axes only, else NULL)
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit, family)
+);

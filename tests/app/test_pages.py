@@ -138,7 +138,7 @@ def test_unit_page_stats_lens(store_env):
     assert '"type":"log"' in spec.replace(" ", "") and "spatial-max activation" in spec and "images (log)" in spec
     assert "fraction of images &gt; 0" in html(at) and "dead (same response to every image)" in html(at)
     frame = at.dataframe[0].value
-    assert sorted(frame["technique"]) == ["dataset", "stats"]
+    assert sorted(frame["technique"]) == ["dataset", "stats", "tuning"]
     assert at.code[0].value.endswith("&view=stats")
 
 
@@ -341,7 +341,8 @@ os.environ["MICROSCOPE_STORE"] = {str(app_store)!r}
 from streamlit.testing.v1 import AppTest
 for page, params in [(None, {{}}), ("model", {{"model": {MODEL_ID!r}}}), ("layer", {{"model": {MODEL_ID!r}, "layer": "2"}}),
                      ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1"}}),
-                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1", "view": "stats"}}), ("search", {{}})]:
+                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1", "view": "stats"}}),
+                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1", "view": "tuning"}}), ("search", {{}})]:
     at = AppTest.from_file({APP!r}, default_timeout=60)
     if page:
         at.switch_page(f"app_pages/{{page}}.py")
@@ -349,7 +350,7 @@ for page, params in [(None, {{}}), ("model", {{"model": {MODEL_ID!r}}}), ("layer
         at.query_params[k] = v
     at.run()
     assert not at.exception and not at.error, (page, at.exception, at.error)
-print("torch" in sys.modules, "precompute" in sys.modules)
+print("torch" in sys.modules, sorted(m for m in sys.modules if m.startswith("precompute")) != ["precompute", "precompute.stimuli"])
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _request(factory, store, **kw):
+    kw.setdefault("techniques", "stats,dataset")  # the dataset-pass techniques; tuning has its own tests
     return Request(model=f"{factory}:build", store=store, max_images=64, k=8, progress=False,
                    overrides=Overrides(name="tiny", input_size=64), **kw)
 
@@ -47,8 +48,9 @@ def test_store_holds_stats_and_examples_for_every_unit(tiny_store):
     for example in record["dataset"]["top"]:
         left, top_, right, bottom_ = example["crop_box"]
         assert 0 <= left < right <= 64 and 0 <= top_ < bottom_ <= 64
-    assert {r["technique"] for r in record["provenance"]} == {"stats", "dataset"}
-    assert all(r["dataset"] == "sample" and r["seed"] == 0 for r in record["provenance"])
+    assert {r["technique"] for r in record["provenance"]} == {"stats", "dataset", "tuning"}  # `all`
+    assert all(r["dataset"] == ("sample" if r["technique"] != "tuning" else None) and r["seed"] == 0
+               for r in record["provenance"])
     thumbs = store.thumbnails("tiny", "2.0", list(range(12)))
     assert sorted(thumbs) == list(range(12))
 
@@ -81,7 +83,7 @@ def test_kill_9_midway_then_rerun_completes_exactly_once(tmp_path):
     """A real run of the bundled model, killed while it writes shards, then started again."""
     store, work = tmp_path / "s.duckdb", tmp_path / "work"
     cmd = [sys.executable, "-m", "precompute.cli", "precompute", "efficientnet_lite0.bundled", "--max-images", "48",
-           "--layers", "blocks.1,blocks.2,blocks.3,conv_head", "--store", str(store)]
+           "--layers", "blocks.1,blocks.2,blocks.3,conv_head", "--techniques", "stats,dataset", "--store", str(store)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180

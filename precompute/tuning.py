@@ -1,0 +1,181 @@
+"""The `tuning` technique: every unit's response to every synthetic stimulus (`precompute.stimuli`), as a
+grid per family, with a summary per axis: preferred value, half-max width and a selectivity index.
+
+The stimuli go through the model once per request for all requested layers (batched, the forward pass cut
+after the deepest one); each job then summarises its units from that shared record. A unit's response to a
+stimulus is read twice: at the centre of its map (where a stimulus centred in the image sits in its
+receptive field) and as the map's spatial maximum (position-invariant). Summaries use the spatial maximum.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from precompute.hooks import capture, run as forward
+from precompute.layers import as_maps
+from precompute.stimuli import FAMILIES, Axis
+
+VERSION = 1
+BATCH = 32
+
+
+def params(req, spec) -> dict:
+    """Besides what the pipeline adds to every technique (weights, input size, normalisation, version)."""
+    return {"families": {name: f.version for name, f in FAMILIES.items()}}
+
+
+def responses(model, layers: list[str], size: int, mean, std, device, batch_size: int = BATCH,
+              families: dict | None = None) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """{layer: {family: (spatial max, centre)}}, each (stimuli, units) float32, stimuli in grid order."""
+    families = FAMILIES if families is None else families
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    out: dict[str, dict[str, list]] = {layer: {name: [] for name in families} for layer in layers}
+    with capture(model, layers) as outputs, torch.inference_mode():
+        for name, family in families.items():
+            total = int(np.prod(family.shape(size)))
+            for start in range(0, total, batch_size):
+                images = torch.from_numpy(family.render(size, start, start + batch_size)).permute(0, 3, 1, 2)
+                x = ((images - m) / s).to(device)
+                for layer, t in forward(model, x, outputs).items():
+                    maps = as_maps(t).float()
+                    h, w = maps.shape[-2:]
+                    out[layer][name].append((maps.amax(dim=(2, 3)).cpu().numpy(),
+                                             maps[:, :, h // 2, w // 2].cpu().numpy()))
+    return {layer: {name: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+                    for name, parts in by_family.items()} for layer, by_family in out.items()}
+
+
+# ---- summaries ---------------------------------------------------------------------------------------------
+
+
+def marginal(grid: np.ndarray, axis: int) -> np.ndarray:
+    """(units, *shape) -> (units, n): the tuning curve along one axis, through each unit's peak: the other
+    axes held at the values of its best stimulus (orientation tuning at the preferred spatial frequency, as
+    physiologists measure it; a max over the other axes would let e.g. coarse gratings, whose ends at the
+    image border excite many units at every orientation, flatten the curve)."""
+    units = grid.shape[0]
+    peak = np.unravel_index(grid.reshape(units, -1).argmax(axis=1), grid.shape[1:])
+    index = [np.arange(units)[:, None]]
+    for d in range(grid.ndim - 1):
+        index.append(np.arange(grid.shape[d + 1])[None, :] if d == axis else peak[d][:, None])
+    return grid[tuple(index)]
+
+
+def selectivity(curves: np.ndarray, values, period: float) -> np.ndarray:
+    """One minus circular variance (Ringach et al. 2002) of the rectified curves, angles scaled to the axis's
+    period: orientation (period 180°) uses doubled angles, so 0° and 180° count as the same orientation."""
+    r = np.clip(curves, 0, None)
+    angles = np.deg2rad(np.asarray(values, dtype=np.float64) * 360.0 / period)
+    total = r.sum(axis=1)
+    vector = np.abs((r * np.exp(1j * angles)).sum(axis=1))
+    return np.where(total > 0, vector / np.where(total > 0, total, 1), 0.0)
+
+
+def half_max_width(curve: np.ndarray, values, period: float | None) -> float | None:
+    """Full width at half maximum (above the curve's minimum) of the peak holding the maximum, in the axis's
+    units, with linear interpolation at the crossings. A flat curve has none (None); on a non-circular axis a
+    peak that runs off the grid is measured to the grid's end."""
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = float(curve.min()), float(curve.max())
+    if not hi > lo:
+        return None
+    half = (lo + hi) / 2
+    n = len(curve)
+    peak = int(np.argmax(curve))
+    if period is not None and np.all(curve >= half):
+        return float(period)
+    step = period / n if period is not None else None
+
+    def reach(direction: int) -> float:
+        i = peak
+        while True:
+            j = i + direction
+            if period is None and not 0 <= j < n:
+                return values[i]
+            if period is not None and abs(j - peak) >= n:  # went all the way round
+                return values[peak] + direction * period / 2
+            a, b = curve[i % n], curve[j % n]
+            if b < half:
+                frac = (a - half) / (a - b)
+                if period is not None:
+                    return values[peak] + (i - peak + direction * frac) * step
+                return values[i] + frac * (values[j] - values[i])
+            i = j
+
+    return float(abs(reach(1) - reach(-1)))
+
+
+def summarise(axes: tuple[Axis, ...], grid: np.ndarray) -> dict[str, np.ndarray]:
+    """(units, *shape) -> per unit: preferred value, width and selectivity of each axis ((units, axes) each;
+    selectivity only for circular axes, NaN elsewhere), and the best response."""
+    units = grid.shape[0]
+    preferred = np.empty((units, len(axes)))
+    width = np.full((units, len(axes)), np.nan)
+    select = np.full((units, len(axes)), np.nan)
+    for a, axis in enumerate(axes):
+        curves = marginal(grid, a)
+        preferred[:, a] = np.asarray(axis.values)[np.argmax(curves, axis=1)]
+        for u in range(units):
+            w = half_max_width(curves[u], axis.values, axis.period)
+            width[u, a] = np.nan if w is None else w
+        if axis.period is not None:
+            select[:, a] = selectivity(curves, axis.values, axis.period)
+    return {"preferred": preferred, "width": width, "selectivity": select,
+            "best": grid.reshape(units, -1).max(axis=1)}
+
+
+def _lists(matrix: np.ndarray, dtype) -> pa.Array:
+    """Rows of a 2-D array as a list column; NaN becomes null."""
+    flat = pa.array(matrix.reshape(-1), type=dtype, from_pandas=True)
+    offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, flat)
+
+
+def rows(model_id: str, layer: str, unit_start: int, unit_stop: int, run_id: str, size: int,
+         record: dict[str, tuple[np.ndarray, np.ndarray]]) -> pa.Table:
+    """The `tuning` table's rows for units [unit_start, unit_stop) of one layer."""
+    parts = []
+    units = np.arange(unit_start, unit_stop)
+    n = len(units)
+    for name, family in FAMILIES.items():
+        axes = family.axes(size)
+        shape = family.shape(size)
+        peak, centre = (r[:, unit_start:unit_stop].T for r in record[name])  # (units, stimuli)
+        summary = summarise(axes, peak.reshape(n, *shape))
+        parts.append(pa.table({
+            "model_id": [model_id] * n, "layer": [layer] * n, "unit": pa.array(units, pa.int32()),
+            "family": [name] * n,
+            "axes": [json.dumps([a.to_json() for a in axes])] * n,
+            "shape": [list(shape)] * n,
+            "response": _lists(peak, pa.float32()), "response_centre": _lists(centre, pa.float32()),
+            "best": pa.array(summary["best"], pa.float64()),
+            "best_centre": pa.array(centre.max(axis=1), pa.float64()),
+            "preferred": _lists(summary["preferred"], pa.float64()),
+            "width": _lists(summary["width"], pa.float64()),
+            "selectivity": _lists(summary["selectivity"], pa.float64()),
+            "run_id": [run_id] * n,
+        }))
+    return pa.concat_tables(parts)
+
+
+def run(ctx, job) -> dict[str, pa.Table]:
+    """One job: the layer's units [unit_start, unit_stop). The stimulus pass runs once per request, for every
+    layer the request names, and is kept in the context's cache for the other jobs."""
+    from precompute.pipeline import select_layers  # the pipeline imports this module
+
+    key = ("tuning", job.params)
+    if key not in ctx.cache:
+        layers = select_layers(ctx.request.layers, ctx.spec)
+        ctx.cache[key] = responses(ctx.model, layers, ctx.spec.input_size, ctx.spec.mean, ctx.spec.std,
+                                   ctx.device, batch_size=ctx.request.batch_size)
+    record = ctx.cache[key]
+    if job.layer not in record:  # not among the request's layers (cannot happen via precompute)
+        record.update(responses(ctx.model, [job.layer], ctx.spec.input_size, ctx.spec.mean, ctx.spec.std,
+                                ctx.device, batch_size=ctx.request.batch_size))
+    return {"tuning": rows(ctx.spec.id, job.layer, job.unit_start, job.unit_stop, job.key, ctx.spec.input_size,
+                           record[job.layer])}

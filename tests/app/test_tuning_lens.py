@@ -1,0 +1,67 @@
+"""The unit page's tuning lens, the tuning search and the gallery's tuning sorts, through AppTest on the
+fixture store (tests/app/conftest.py; `all` techniques, so it holds tuning curves for every unit)."""
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.app.test_pages import MODEL_ID, html, run
+
+pytestmark = pytest.mark.app
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_tuning_lens_shows_curves_polar_heatmap_and_stimuli(store_env):
+    at = run("unit", model=MODEL_ID, layer="2", unit="3", view="tuning")
+    figures = charts(at)
+    kinds = [f["data"][0]["type"] for f in figures]
+    assert kinds == ["scatter", "scatterpolar", "heatmap"]
+    lines = figures[0]
+    assert lines["layout"]["xaxis"]["title"]["text"] == "orientation (deg)"
+    assert lines["layout"]["xaxis"]["ticksuffix"] == "°"
+    assert len(lines["data"]) == 4 and lines["data"][0]["name"].startswith("frequency ")  # a line per frequency
+    assert len(lines["data"][0]["x"]) == 12
+    polar = figures[1]
+    assert len(polar["data"][0]["theta"]) == 2 * 12 + 1  # orientation drawn at θ and θ + 180°, closed
+    assert polar["layout"]["polar"]["angularaxis"]["direction"] == "counterclockwise"
+    body = html(at)
+    assert "half-max width" in body and "selectivity" in body and "orientation (deg)" in body
+    images = at.get("image")
+    assert len(images) == 2  # the best stimulus, then a sweep
+    assert len(images[1].proto.imgs) == 8 and "→" in images[1].proto.imgs[0].caption
+
+
+def test_family_in_the_url_picks_the_stimuli(store_env):
+    at = run("unit", model=MODEL_ID, layer="2", unit="3", view="tuning", family="colour")
+    figures = charts(at)
+    assert figures[0]["layout"]["xaxis"]["title"]["text"] == "hue (deg)"
+    colours = figures[1]["data"][0]["marker"]["color"]
+    assert colours[0] == "rgb(255, 0, 0)" and len(colours) == 25  # hue 0° is red; 24 hues, closed
+    at = run("unit", model=MODEL_ID, layer="2", unit="3", view="tuning", family="curves")
+    heat = charts(at)[2]
+    assert heat["layout"]["xaxis"]["title"]["text"] == "orientation (deg)"
+    assert heat["layout"]["yaxis"]["title"]["text"] == "radius (px)" and heat["data"][0]["z"]["shape"] == "4, 24"
+
+
+def test_unknown_family_warns(store_env):
+    at = run("unit", model=MODEL_ID, layer="2", unit="3", view="tuning", family="plaid")
+    assert "Unknown family `plaid`" in at.warning[0].value
+    assert charts(at)[0]["layout"]["xaxis"]["title"]["text"] == "orientation (deg)"
+
+
+def test_lens_without_tuning_says_how_to_compute_it(tmp_path, monkeypatch, app_store):
+    from precompute.models import Overrides
+    from precompute.pipeline import Request, precompute
+
+    other = tmp_path / "no_tuning.duckdb"
+    precompute(Request(model=f"{app_store.parent / 'tiny_app_model.py'}:build", store=other, layers="0",
+                       techniques="stats", max_images=16, progress=False,
+                       overrides=Overrides(name=MODEL_ID, input_size=64)))
+    monkeypatch.setenv("MICROSCOPE_STORE", str(other))
+    at = run("unit", model=MODEL_ID, layer="0", unit="1", view="tuning")
+    assert "--techniques tuning" in at.info[0].value and not at.get("plotly_chart")
+
