@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from dashboard import data, html, links, params
+from dashboard import data, html, links, params, tuning_search
 from store.queries import STAT_COLUMNS
 
 PER_PAGE = 128
@@ -29,6 +29,8 @@ for col, label in STAT_COLUMNS.items():
     if col != "unit":
         SORTS[f"-{col}"] = f"{label}, highest first"
         SORTS[col] = f"{label}, lowest first"
+tuned = tuning_search.layer_tuning(key, mid, name)  # orientation, hue, ... selectivity per unit, if computed
+SORTS.update(tuning_search.gallery_sorts(tuned))
 
 
 def first_page() -> None:
@@ -45,12 +47,18 @@ cols[2].write("")
 hide_dead = cols[2].toggle("Hide dead units", key="hide_dead", bind="query-params", on_change=first_page)
 
 units = data.layer_units(key, mid, name)
+if len(tuned):
+    units = units.merge(tuned, on="unit", how="left")
 shown = units
 if hide_dead:
     shown = shown[~shown["dead"]]
 if min_pos > 0:
     shown = shown[shown["frac_positive"] >= min_pos]
 column = sort.lstrip("-")
+if column.endswith("_sel"):  # sorting by a tuning selectivity offers a threshold on it
+    min_sel = st.number_input(f"Min {tuning_search.column_label(column)}", min_value=0.0, max_value=1.0, value=0.0,
+                              step=0.05, key="min_sel", bind="query-params", on_change=first_page)
+    shown = shown[shown[column] >= min_sel] if min_sel > 0 else shown
 shown = shown.sort_values([column, "unit"], ascending=[not sort.startswith("-"), True], na_position="last")
 
 pages = max(1, math.ceil(len(shown) / PER_PAGE))

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import data, links, search
+from dashboard import data, links, search, tuning_search
 
 key = data.store_key()
 st.title("Search", anchor=False)
@@ -35,3 +35,5 @@ if submitted or text:
 with st.expander(f"Layers of {model}", expanded=not text):
     st.markdown("  \n".join(f"`{l['alias'] or l['layer']}` = `{l['layer']}` · units 0 to {l['units'] - 1}"
                             for l in data.layers(key, model)))
+
+tuning_search.render(key, model)

@@ -2,11 +2,12 @@
 fixture store (tests/app/conftest.py; `all` techniques, so it holds tuning curves for every unit)."""
 
 import json
+import re
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.test_pages import MODEL_ID, html, run
+from tests.app.test_pages import APP, MODEL_ID, html, run, tiles
 
 pytestmark = pytest.mark.app
 
@@ -65,3 +66,31 @@ def test_lens_without_tuning_says_how_to_compute_it(tmp_path, monkeypatch, app_s
     at = run("unit", model=MODEL_ID, layer="0", unit="1", view="tuning")
     assert "--techniques tuning" in at.info[0].value and not at.get("plotly_chart")
 
+
+def test_search_finds_units_by_tuning_with_deep_links(store_env, app_store):
+    from store.queries import Store
+
+    expected = Store(app_store).find_tuned(MODEL_ID, "colour", "hue", 90, 270, 0.2)
+    assert expected, "the fixture store should hold some hue-tuned unit"
+    at = run("search", model=MODEL_ID, by="colour.hue", lo="90", hi="270", sel="0.2")
+    body = html(at)
+    hrefs = re.findall(r'<a href="(unit\?[^"]+)"', body)
+    assert len(hrefs) == len(expected)
+    assert "view=tuning" in hrefs[0] and "family=colour" in hrefs[0]
+    assert f"unit={expected[0]['unit']}" in hrefs[0]  # most selective first
+    assert "preferred (deg)" in body
+    none = run("search", model=MODEL_ID, by="colour.hue", lo="90", hi="270", sel="1")
+    assert not re.findall(r'<a href="(unit\?[^"]+)"', html(none))
+
+
+def test_gallery_sorts_by_orientation_selectivity(store_env, app_store):
+    from store.queries import Store
+
+    frame = Store(app_store).layer_tuning(MODEL_ID, "2")
+    best = frame.sort_values(["gratings_orientation_sel", "unit"], ascending=[False, True])["unit"].tolist()
+    at = run("layer", model=MODEL_ID, layer="2", sort="-gratings_orientation_sel")
+    assert tiles(at) == best
+    threshold = float(frame["gratings_orientation_sel"].median())
+    at = run("layer", model=MODEL_ID, layer="2", sort="-gratings_orientation_sel", min_sel=f"{threshold:.2f}")
+    assert tiles(at) == [u for u in best if frame.set_index("unit").loc[u, "gratings_orientation_sel"]
+                         >= float(f"{threshold:.2f}")]

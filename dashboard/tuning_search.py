@@ -1,0 +1,95 @@
+"""Tuning summaries outside the unit page: the search page's "find units by tuning" form (state in the URL:
+`by=FAMILY.AXIS`, `lo`, `hi`, `sel`, `in=LAYER`) and the layer gallery's tuning sort columns."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, html, links, params
+
+LIMIT = 100
+
+
+@st.cache_data(max_entries=8, ttl=600, show_spinner=False)
+def tuning_axes(key: data.StoreKey, model_id: str) -> dict[str, list[dict]]:
+    return data.open_store(*key).tuning_axes(model_id)
+
+
+@st.cache_data(max_entries=16, ttl=600, show_spinner=False)
+def layer_tuning(key: data.StoreKey, model_id: str, layer: str) -> pd.DataFrame:
+    return data.open_store(*key).layer_tuning(model_id, layer)
+
+
+@st.cache_data(max_entries=64, ttl=600, show_spinner=False)
+def find(key: data.StoreKey, model_id: str, family: str, axis: str, lo: float, hi: float, sel: float,
+         layer: str | None) -> list[dict]:
+    return data.open_store(*key).find_tuned(model_id, family, axis, lo, hi, sel, layer, limit=LIMIT)
+
+
+def column_label(column: str) -> str:
+    """`gratings_orientation_sel` -> `orientation selectivity (gratings)`."""
+    family, axis, _ = column.rsplit("_", 2)
+    return f"{axis} selectivity ({family})"
+
+
+def gallery_sorts(frame: pd.DataFrame) -> dict[str, str]:
+    """Sort options for the layer gallery from a layer_tuning frame: each selectivity, both directions."""
+    sorts = {}
+    for column in frame.columns:
+        if column.endswith("_sel"):
+            sorts[f"-{column}"] = f"{column_label(column)}, highest first"
+            sorts[column] = f"{column_label(column)}, lowest first"
+    return sorts
+
+
+def _number(where, label: str, name: str, default: float, **kw) -> float:
+    """A number input whose value lives in the URL under `name` (a bad value falls back to the default)."""
+    try:
+        current = float(st.query_params.get(name, default))
+    except ValueError:
+        current = default
+    value = where.number_input(label, value=current, key=f"tuning-{name}", **kw)
+    if value != default:
+        st.query_params[name] = f"{value:g}"
+    elif name in st.query_params:
+        del st.query_params[name]
+    return value
+
+
+def render(key: data.StoreKey, model_id: str) -> None:
+    """Find units of a model by family, preferred value range and selectivity; each result a deep link."""
+    families = tuning_axes(key, model_id)
+    st.subheader("Find units by tuning", anchor=False)
+    if not families:
+        st.caption(f"No tuning curves are stored for {model_id}: `microscope precompute {model_id} --techniques tuning`.")
+        return
+    options = {f"{f}.{a['name']}": f"{f}: preferred {a['name']}" + (f" ({a['unit']})" if a["unit"] else "")
+               for f, axes in families.items() for a in axes}
+    default = "gratings.orientation" if "gratings.orientation" in options else next(iter(options))
+    cols = st.columns([3, 2, 2, 2, 3], vertical_alignment="bottom")
+    by, _ = params.url_choice(cols[0], "Family and parameter", options, "by", default)
+    family, axis_name = by.split(".", 1)
+    axis = next(a for a in families[family] if a["name"] == axis_name)
+    circular = axis["period"] is not None
+    lo = _number(cols[1], "Preferred from", "lo", float(min(axis["values"])))
+    hi = _number(cols[2], "to", "hi", float(max(axis["values"])))
+    sel = _number(cols[3], "Min selectivity", "sel", 0.5 if circular else 0.0, min_value=0.0, max_value=1.0,
+                  step=0.05, disabled=not circular)
+    layers = {"": "all layers", **{l["layer"]: l["alias"] or l["layer"] for l in data.layers(key, model_id)}}
+    layer, _ = params.url_choice(cols[4], "In layer", layers, "in", "")
+    rows = find(key, model_id, family, axis_name, lo, hi, sel if circular else 0.0, layer or None)
+    wrap = " (wrapping round)" if circular and lo > hi else ""
+    st.caption(f"{len(rows)}{'+' if len(rows) == LIMIT else ''} units prefer {axis_name} {lo:g} to {hi:g} "
+               f"{axis['unit']}{wrap}" + (f" with selectivity ≥ {sel:g}, most selective first." if circular else "."))
+    if rows:
+        unit = axis["unit"]
+        st.html(html.table(
+            [("unit", "unit"), ("preferred", f"#preferred ({unit})" if unit else "#preferred"),
+             ("width", "#half-max width"), ("selectivity", "#selectivity"), ("best", "#best response"),
+             ("relative", "#of dataset max")],
+            [{"unit": {"href": links.unit_href(model_id, r["layer"], r["unit"], view="tuning", family=family),
+                       "text": links.unit_id(model_id, r["alias"] or r["layer"], r["unit"])},
+              "preferred": f"{r['preferred']:g}", "width": html.number(r["width"]),
+              "selectivity": html.number(r["selectivity"]), "best": html.number(r["best"]),
+              "relative": "–" if r["relative"] is None else f"{r['relative']:.0%}"} for r in rows]))
