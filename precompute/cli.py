@@ -222,7 +222,7 @@ def cmd_demo(args) -> int:
         from precompute.pipeline import Request, precompute
 
         print(f"building the demo store {args.store}: {DEFAULT_MODEL}, every layer, stats and dataset examples "
-              "over the bundled sample photos")
+              "over the bundled sample photos, tuning curves over synthetic stimuli")
         summary = precompute(Request(model=DEFAULT_MODEL, store=args.store))
         print(f"built in {summary['seconds']} s: " + ", ".join(f"{v} {k}" for k, v in summary["store"].items()))
     if args.no_serve:

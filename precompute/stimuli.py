@@ -177,6 +177,11 @@ def _line_axes(size: int) -> tuple[Axis, ...]:
             Axis("width", "px", tuple(round(max(1.0, size * f), 1) for f in (1 / 112, 1 / 28, 1 / 8))))
 
 
+def uniform_grey(size: int) -> np.ndarray:
+    """The blank: no stimulus, a mid-grey field (each unit's baseline response)."""
+    return np.full((size, size, 3), 0.5, dtype=np.float32)
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("gratings", "Gratings", 1, _grating_axes, grating,
            "sinusoidal gratings: orientation x spatial frequency x phase"),

@@ -4,7 +4,8 @@ grid per family, with a summary per axis: preferred value, half-max width and a 
 The stimuli go through the model once per request for all requested layers (batched, the forward pass cut
 after the deepest one); each job then summarises its units from that shared record. A unit's response to a
 stimulus is read twice: at the centre of its map (where a stimulus centred in the image sits in its
-receptive field) and as the map's spatial maximum (position-invariant). Summaries use the spatial maximum.
+receptive field) and as the map's spatial maximum over positions whose receptive field lies inside the image
+(position-invariant). Summaries use the spatial maximum.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import torch
 
 from precompute.hooks import capture, run as forward
 from precompute.layers import as_maps
-from precompute.stimuli import FAMILIES, Axis
+from precompute.stimuli import FAMILIES, Axis, Family, uniform_grey
 
-VERSION = 1
+VERSION = 3  # 2: spatial max inside the image; 3: selectivity above the blank response
 BATCH = 32
+# A uniform mid-grey field: each unit's response to "no stimulus", the baseline of its tuning curves.
+BLANK = Family("blank", "Blank", 1, lambda size: (), lambda size: uniform_grey(size))
 
 
 def params(req, spec) -> dict:
@@ -29,25 +32,54 @@ def params(req, spec) -> dict:
 
 
 def responses(model, layers: list[str], size: int, mean, std, device, batch_size: int = BATCH,
-              families: dict | None = None) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """{layer: {family: (spatial max, centre)}}, each (stimuli, units) float32, stimuli in grid order."""
+              families: dict | None = None, margins: dict[str, int] | None = None
+              ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """{layer: {family: (spatial max, centre)}}, each (stimuli, units) float32, stimuli in grid order.
+    `margins`: map cells left out of the spatial max at each side of a layer's map (see `margin`)."""
     families = FAMILIES if families is None else families
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     out: dict[str, dict[str, list]] = {layer: {name: [] for name in families} for layer in layers}
     with capture(model, layers) as outputs, torch.inference_mode():
         for name, family in families.items():
-            total = int(np.prod(family.shape(size)))
-            for start in range(0, total, batch_size):
-                images = torch.from_numpy(family.render(size, start, start + batch_size)).permute(0, 3, 1, 2)
-                x = ((images - m) / s).to(device)
-                for layer, t in forward(model, x, outputs).items():
-                    maps = as_maps(t).float()
-                    h, w = maps.shape[-2:]
-                    out[layer][name].append((maps.amax(dim=(2, 3)).cpu().numpy(),
-                                             maps[:, :, h // 2, w // 2].cpu().numpy()))
+            for x in batches(family, size, mean, std, batch_size):
+                for layer, pair in record(model, x.to(device), outputs, margins).items():
+                    out[layer][name].append(pair)
+        grey = next(batches(BLANK, size, mean, std, 1)).to(device)
+        for layer, pair in record(model, grey, outputs, margins).items():
+            out[layer][BLANK.name] = [pair]
     return {layer: {name: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
                     for name, parts in by_family.items()} for layer, by_family in out.items()}
+
+
+def batches(family, size: int, mean, std, batch_size: int):
+    """A family's stimuli as normalised model inputs, in grid order."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    total = int(np.prod(family.shape(size)))
+    for start in range(0, total, batch_size):
+        images = torch.from_numpy(family.render(size, start, start + batch_size)).permute(0, 3, 1, 2)
+        # NHWC in memory (channels_last): about 1.5x faster through depthwise convolutions on CPU.
+        yield ((images - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+def record(model, x: torch.Tensor, outputs: dict, margins: dict[str, int] | None = None
+           ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One batch inside `capture`: per layer, each unit's spatial-max and centre response (batch, units)."""
+    result = {}
+    for layer, t in forward(model, x, outputs).items():
+        maps = as_maps(t).float()
+        h, w = maps.shape[-2:]
+        m = min((margins or {}).get(layer, 0), (h - 1) // 2, (w - 1) // 2)
+        inner = maps[:, :, m: h - m, m: w - m]
+        result[layer] = (inner.amax(dim=(2, 3)).cpu().numpy(), maps[:, :, h // 2, w // 2].cpu().numpy())
+    return result
+
+
+def margin(geometry, size: int) -> int:
+    """Cells whose receptive field reaches past the image's edge. The stimulus ends there (zero padding,
+    mid-grey after normalisation), and that border is an edge at every orientation: left in, it lifts the
+    spatial max of every oriented unit to every stimulus and flattens its tuning curves."""
+    stride = size / max(geometry.width, 1)
+    return int(np.ceil(geometry.rf_px / 2 / stride))
 
 
 # ---- summaries ---------------------------------------------------------------------------------------------
@@ -66,10 +98,11 @@ def marginal(grid: np.ndarray, axis: int) -> np.ndarray:
     return grid[tuple(index)]
 
 
-def selectivity(curves: np.ndarray, values, period: float) -> np.ndarray:
-    """One minus circular variance (Ringach et al. 2002) of the rectified curves, angles scaled to the axis's
+def selectivity(curves: np.ndarray, values, period: float, baseline: np.ndarray | None = None) -> np.ndarray:
+    """One minus circular variance (Ringach et al. 2002) of the curves above each unit's baseline (its
+    response to a blank grey field; a firing rate above spontaneous), rectified; angles scaled to the axis's
     period: orientation (period 180°) uses doubled angles, so 0° and 180° count as the same orientation."""
-    r = np.clip(curves, 0, None)
+    r = np.clip(curves - (0 if baseline is None else baseline[:, None]), 0, None)
     angles = np.deg2rad(np.asarray(values, dtype=np.float64) * 360.0 / period)
     total = r.sum(axis=1)
     vector = np.abs((r * np.exp(1j * angles)).sum(axis=1))
@@ -110,7 +143,7 @@ def half_max_width(curve: np.ndarray, values, period: float | None) -> float | N
     return float(abs(reach(1) - reach(-1)))
 
 
-def summarise(axes: tuple[Axis, ...], grid: np.ndarray) -> dict[str, np.ndarray]:
+def summarise(axes: tuple[Axis, ...], grid: np.ndarray, baseline: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(units, *shape) -> per unit: preferred value, width and selectivity of each axis ((units, axes) each;
     selectivity only for circular axes, NaN elsewhere), and the best response."""
     units = grid.shape[0]
@@ -124,7 +157,7 @@ def summarise(axes: tuple[Axis, ...], grid: np.ndarray) -> dict[str, np.ndarray]
             w = half_max_width(curves[u], axis.values, axis.period)
             width[u, a] = np.nan if w is None else w
         if axis.period is not None:
-            select[:, a] = selectivity(curves, axis.values, axis.period)
+            select[:, a] = selectivity(curves, axis.values, axis.period, baseline)
     return {"preferred": preferred, "width": width, "selectivity": select,
             "best": grid.reshape(units, -1).max(axis=1)}
 
@@ -146,7 +179,8 @@ def rows(model_id: str, layer: str, unit_start: int, unit_stop: int, run_id: str
         axes = family.axes(size)
         shape = family.shape(size)
         peak, centre = (r[:, unit_start:unit_stop].T for r in record[name])  # (units, stimuli)
-        summary = summarise(axes, peak.reshape(n, *shape))
+        blank = record[BLANK.name][0][0, unit_start:unit_stop]
+        summary = summarise(axes, peak.reshape(n, *shape), blank)
         parts.append(pa.table({
             "model_id": [model_id] * n, "layer": [layer] * n, "unit": pa.array(units, pa.int32()),
             "family": [name] * n,
@@ -155,6 +189,7 @@ def rows(model_id: str, layer: str, unit_start: int, unit_stop: int, run_id: str
             "response": _lists(peak, pa.float32()), "response_centre": _lists(centre, pa.float32()),
             "best": pa.array(summary["best"], pa.float64()),
             "best_centre": pa.array(centre.max(axis=1), pa.float64()),
+            "blank": pa.array(blank, pa.float64()),
             "preferred": _lists(summary["preferred"], pa.float64()),
             "width": _lists(summary["width"], pa.float64()),
             "selectivity": _lists(summary["selectivity"], pa.float64()),
@@ -172,10 +207,12 @@ def run(ctx, job) -> dict[str, pa.Table]:
     if key not in ctx.cache:
         layers = select_layers(ctx.request.layers, ctx.spec)
         ctx.cache[key] = responses(ctx.model, layers, ctx.spec.input_size, ctx.spec.mean, ctx.spec.std,
-                                   ctx.device, batch_size=ctx.request.batch_size)
-    record = ctx.cache[key]
-    if job.layer not in record:  # not among the request's layers (cannot happen via precompute)
-        record.update(responses(ctx.model, [job.layer], ctx.spec.input_size, ctx.spec.mean, ctx.spec.std,
-                                ctx.device, batch_size=ctx.request.batch_size))
+                                   ctx.device, batch_size=ctx.request.batch_size, margins={
+                                       name: margin(ctx.geometry[name], ctx.spec.input_size) for name in layers})
+    cached = ctx.cache[key]
+    if job.layer not in cached:  # not among the request's layers (cannot happen via precompute)
+        cached.update(responses(ctx.model, [job.layer], ctx.spec.input_size, ctx.spec.mean, ctx.spec.std,
+                                ctx.device, batch_size=ctx.request.batch_size,
+                                margins={job.layer: margin(ctx.geometry[job.layer], ctx.spec.input_size)}))
     return {"tuning": rows(ctx.spec.id, job.layer, job.unit_start, job.unit_stop, job.key, ctx.spec.input_size,
-                           record[job.layer])}
+                           cached[job.layer])}

@@ -174,7 +174,7 @@ class Store:
         if not self.has_table("tuning"):
             return []
         rows = self._rows("""
-            SELECT t.family, t.axes, t.shape, t.response, t.response_centre, t.best, t.best_centre, t.preferred,
+            SELECT t.family, t.axes, t.shape, t.response, t.response_centre, t.best, t.best_centre, t.blank, t.preferred,
                    t.width, t.selectivity, s.max AS dataset_max,
                    CASE WHEN s.max > 0 THEN t.best / s.max END AS relative, t.run_id
             FROM tuning t LEFT JOIN unit_stats s USING (model_id, layer, unit)
@@ -196,6 +196,7 @@ class Store:
             "width": {a["name"]: v for a, v in zip(r["axes"], r["width"])},
             "selectivity": {a["name"]: v for a, v in zip(r["axes"], r["selectivity"]) if v is not None},
             "best": r["best"], "best_centre": r["best_centre"], "best_relative_to_dataset_max": r["relative"],
+            "blank": r["blank"],
             "shape": list(r["shape"]), "response": list(r["response"]), "response_centre": list(r["response_centre"]),
         } for r in rows}
 

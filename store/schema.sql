@@ -114,6 +114,7 @@ CREATE TABLE tuning (
     response_centre FLOAT[] NOT NULL, -- activation at the map's centre position, same order
     best DOUBLE NOT NULL,             -- max of response (relative to unit_stats.max: computed when read)
     best_centre DOUBLE NOT NULL,
+    blank DOUBLE NOT NULL,            -- spatial-max response to a uniform mid-grey field: the baseline
     preferred DOUBLE[] NOT NULL,      -- per axis: the value of the peak (degrees for angles)
     width DOUBLE[] NOT NULL,          -- per axis: full width at half max of the curve along it (NULL: flat)
     selectivity DOUBLE[] NOT NULL,    -- per axis: 1 - circular variance (circular axes only, else NULL)

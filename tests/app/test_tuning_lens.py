@@ -70,16 +70,16 @@ def test_lens_without_tuning_says_how_to_compute_it(tmp_path, monkeypatch, app_s
 def test_search_finds_units_by_tuning_with_deep_links(store_env, app_store):
     from store.queries import Store
 
-    expected = Store(app_store).find_tuned(MODEL_ID, "colour", "hue", 90, 270, 0.2)
+    expected = Store(app_store).find_tuned(MODEL_ID, "colour", "hue", 90, 270, 0.2, limit=100)
     assert expected, "the fixture store should hold some hue-tuned unit"
     at = run("search", model=MODEL_ID, by="colour.hue", lo="90", hi="270", sel="0.2")
     body = html(at)
     hrefs = re.findall(r'<a href="(unit\?[^"]+)"', body)
-    assert len(hrefs) == len(expected)
+    assert [int(re.search(r"unit=(\d+)", h).group(1)) for h in hrefs] == [r["unit"] for r in expected]
     assert "view=tuning" in hrefs[0] and "family=colour" in hrefs[0]
     assert f"unit={expected[0]['unit']}" in hrefs[0]  # most selective first
     assert "preferred (deg)" in body
-    none = run("search", model=MODEL_ID, by="colour.hue", lo="90", hi="270", sel="1")
+    none = run("search", model=MODEL_ID, by="colour.hue", lo="91", hi="92", sel="0")  # between grid hues
     assert not re.findall(r'<a href="(unit\?[^"]+)"', html(none))
 
 

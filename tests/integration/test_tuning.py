@@ -26,11 +26,12 @@ def gabor(orientation: float, period: float, side: int = 15, sigma: float = 3.5)
 
 
 def hand_built() -> nn.Module:
-    """Unit 0: oriented (Gabor at 60°, period 8 px); unit 1: colour-opponent (hue 200° minus grey);
-    unit 2: untuned (an isotropic blur of luminance)."""
-    conv = nn.Conv2d(3, 3, 15, padding=7, bias=False)
+    """Unit 0: oriented (Gabor at 60°, period 8 px, on a large positive bias, as a linear conv layer's units
+    often are); unit 1: colour-opponent (blue minus yellow); unit 2: untuned (an isotropic blur of luminance)."""
+    conv = nn.Conv2d(3, 3, 15, padding=7)
     with torch.no_grad():
         conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([20.0, 0.0, 0.0]))
         conv.weight[0] = gabor(ORIENTATION, 8.0)[None].expand(3, -1, -1) / 3
         rgb = torch.tensor(hsv_to_rgb(HUE, 1.0, 1.0), dtype=torch.float32)
         conv.weight[1, :, 7, 7] = rgb - rgb.mean()
@@ -46,7 +47,7 @@ def summaries():
     out = {}
     for name, family in FAMILIES.items():
         grid = record[name][0].T.reshape(3, *family.shape(SIZE))
-        out[name] = (family.axes(SIZE), tuning.summarise(family.axes(SIZE), grid))
+        out[name] = (family.axes(SIZE), tuning.summarise(family.axes(SIZE), grid, record["blank"][0][0]))
     return out
 
 
@@ -75,6 +76,15 @@ def test_untuned_unit_has_low_orientation_selectivity(summaries):
         _, s = summaries[family]
         assert s["selectivity"][2, 0] < 0.1, family
         assert s["selectivity"][0, 0] > 3 * s["selectivity"][2, 0]
+
+
+def test_selectivity_is_measured_above_the_blank_response(summaries):
+    axes, s = summaries["gratings"]
+    record = tuning.responses(hand_built(), ["0"], SIZE, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))["0"]
+    grid = record["gratings"][0].T.reshape(3, *FAMILIES["gratings"].shape(SIZE))
+    raw = tuning.summarise(axes, grid)  # no baseline: the bias of 20 looks like a response to every orientation
+    assert raw["selectivity"][0, 0] < 0.5 < s["selectivity"][0, 0]
+    assert record["blank"][0][0, 0] == pytest.approx(20.0, abs=0.01)
 
 
 def test_selectivity_uses_doubled_angles_for_orientation():
