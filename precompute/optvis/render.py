@@ -52,9 +52,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Lucent's render_vis defaults (128 px image upsampled to the model's input, 256 steps at most per
-    # threshold in its docs' examples): the bar that reference/lucent-efficientnet_lite0.png was drawn at.
+    # The settings of shared/reference/lucent-efficientnet_lite0.png, our quality bar: Lucent's default
+    # 128 px image (upsampled to the model's input) at 256 steps.
     "quick": Preset(size=128, steps=256),
+    # Issue 3's publication setting: the model's full input resolution, 8x the steps.
     "full": Preset(size=224, steps=2048),
 }
 
@@ -87,6 +88,9 @@ def render(
     (seed, keys[i]), so an element renders the same in any batch. `model` must live on `device`; it is not
     modified (rendering uses a private, optimised copy unless `optimise_model` is False).
     `step_callback(step, scores)` is called after every step (progress bars, tests).
+
+    Deterministic for a seed on a CPU. On CUDA, `grid_sample`'s backward accumulates with atomic adds, so
+    two runs agree only to float rounding, and autocast (bf16, else fp16) runs the model.
     """
     device = torch.device(device)
     layers = _check_layers(model, objective, layers)
@@ -211,7 +215,7 @@ def prepare(model: nn.Module, layers: Sequence[str], device: torch.device | str,
     """A frozen copy of `model` for rendering: BatchNorms folded where that leaves `layers` unchanged, and
     channels_last on CPU. Falls back to a plain frozen copy when the folded one disagrees on any layer."""
     device = torch.device(device)
-    plain = copy.deepcopy(model).eval().requires_grad_(False)
+    plain = _copy_without_hooks(model).eval().requires_grad_(False)
     folded = copy.deepcopy(plain)
     if not _fold_batchnorms(folded, set(layers)):
         return _to_layout(plain, device)
@@ -223,6 +227,25 @@ def prepare(model: nn.Module, layers: Sequence[str], device: torch.device | str,
     except Exception:  # noqa: BLE001  any failure of the folded copy means: render the original
         same = False
     return _to_layout(folded if same else plain, device)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _copy_without_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy that leaves the caller's hooks behind.
+
+    Their hooks must not fire on our thousands of steps, and some cannot be copied at all: Lucent 0.1.8's
+    `hook_model` never removes its hooks, which keep the last (non-leaf) output, and deepcopy refuses those.
+    """
+    saved = [(m, name, getattr(m, name)) for m in model.modules() for name in _HOOK_DICTS if hasattr(m, name)]
+    try:
+        for m, name, hooks in saved:
+            setattr(m, name, type(hooks)())
+        return copy.deepcopy(model)
+    finally:
+        for m, name, hooks in saved:
+            setattr(m, name, hooks)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -462,9 +485,8 @@ def _preset(preset: str | Preset, overrides: dict) -> Preset:
 def auto_batch(device: torch.device) -> int:
     """Units per optimisation when none is asked for.
 
-    On a CPU a step costs the same per image at any batch size or more (EfficientNet-Lite0 at 224 px:
-    about the same at 1 and 2, half as fast again at 8), because the activations of a larger batch no
-    longer fit in cache; 2 is the measured optimum. A GPU is underused below dozens of images; 32 is a
-    start that the out-of-memory halving corrects.
+    A CPU gains little from batching: for EfficientNet-Lite0 at 224 px a step costs about 1.4x less per
+    image at a batch of 4 than at 1, and more again at 8, once a batch's activations no longer fit in
+    cache. A GPU is underused below dozens of images; 32 is a start that the out-of-memory halving corrects.
     """
-    return 32 if device.type == "cuda" else 2
+    return 32 if device.type == "cuda" else 4

@@ -119,6 +119,19 @@ def test_the_callers_model_is_left_as_it_was():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_the_callers_hooks_stay_but_do_not_fire_while_rendering():
+    model = tiny()
+    calls = []
+    # A hook that keeps a non-leaf output, as Lucent's do: such a model cannot be deep-copied as it is.
+    handle = model[3].register_forward_hook(lambda _m, _i, out: calls.append(out * 1))
+    model(torch.rand(1, 3, 32, 32, requires_grad=True))
+    R.render(model, O.channel("3", 0), batch=1, **{**FAST, "steps": 3})
+    assert len(calls) == 1
+    model(torch.rand(1, 3, 32, 32))
+    assert len(calls) == 2
+    handle.remove()
+
+
 def test_folding_batchnorms_keeps_every_requested_layer():
     model = tiny()
     folded = R.prepare(model, ["4"], "cpu", 32)
