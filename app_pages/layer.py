@@ -65,7 +65,12 @@ pages = max(1, math.ceil(len(shown) / PER_PAGE))
 top = st.container()
 page = st.pagination(pages, key="page", bind="query-params")
 chunk = shown.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
-thumbs = data.thumbnails(key, mid, name, layer["units"])
+rendered = data.thumbnails(key, mid, name, layer["units"], "channel")
+# Each unit's feature visualisation where it was rendered, else the crop of its top dataset example.
+show = st.segmented_control("Thumbnails", ["featurevis", "dataset"], key="thumbs", bind="query-params",
+                            default="featurevis" if rendered else "dataset", required=True,
+                            help="featurevis: the image optimised for the unit; dataset: its top dataset crop")
+thumbs = {**data.thumbnails(key, mid, name, layer["units"]), **(rendered if show == "featurevis" else {})}
 top.caption(f"{len(shown):,} of {len(units):,} units match · page {page} of {pages} · showing "
             f"{len(chunk):,} units")
 if chunk.empty:
@@ -76,6 +81,17 @@ else:
          "thumb": thumbs.get(int(r.unit))}
         for r in chunk.itertuples(index=False)
     ]))
+visuals = data.layer_visuals(key, mid, name)
+if visuals:
+    st.subheader("DeepDream and caricatures", anchor=False)
+    st.caption("Images optimised for the whole layer: DeepDream raises all of its activations; a caricature "
+               "exaggerates what the layer sees in a photo (shown beside it).")
+    tiles = []
+    for v in visuals:
+        if v["source_image"]:
+            tiles.append({"src": html.data_uri(v["source_image"]), "caption": "photo", "source": v["source"]})
+        tiles.append({"src": html.data_uri(v["image"]), "caption": v["technique"], "source": v["source"]})
+    st.html(html.examples(tiles))
 if layer["dataset_units"] < layer["units"]:
     st.caption(f"Dataset examples were computed for {layer['dataset_units']:,} of {layer['units']:,} units; "
                "the others show a blank tile.")

@@ -112,9 +112,15 @@ def layer_units(key: StoreKey, model_id: str, layer: str) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=8, ttl=600, show_spinner=False)
-def thumbnails(key: StoreKey, model_id: str, layer: str, units: int) -> dict[int, bytes]:
-    """Every unit's dataset thumbnail of one layer: one query, reused across sort orders and pages."""
-    return _store(key).thumbnails(model_id, layer, list(range(units)))
+def thumbnails(key: StoreKey, model_id: str, layer: str, units: int, technique: str = "dataset") -> dict[int, bytes]:
+    """Every unit's thumbnail of one layer (dataset crop or channel render): one query, reused across sort
+    orders and pages."""
+    return _store(key).thumbnails(model_id, layer, list(range(units)), technique)
+
+
+@st.cache_data(max_entries=8, ttl=600, show_spinner=False)
+def layer_visuals(key: StoreKey, model_id: str, layer: str) -> list[dict]:
+    return _store(key).layer_visuals(model_id, layer)
 
 
 @st.cache_data(max_entries=256, ttl=600, show_spinner=False)

@@ -49,7 +49,12 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("model", help="registry id, hf-hub:ORG/NAME[@REV], local-dir:PATH, or file.py:factory")
     pre.add_argument("--layers", default="all", help="comma-separated layer names or aliases, or all")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
-    pre.add_argument("--techniques", default="all", help="comma list of stats,dataset,tuning, or all")
+    pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,featurevis; "
+                     "default (all but featurevis) or all")
+    pre.add_argument("--preset", choices=("quick", "full"), help="featurevis settings: quick (128 px, 256 steps, "
+                     "the default) or full (224 px, 2048 steps)")
+    pre.add_argument("--steps", type=_positive, help="featurevis optimisation steps (overrides the preset)")
+    pre.add_argument("--size", type=_positive, help="featurevis image side in pixels (overrides the preset)")
     pre.add_argument("--dataset", default="sample", help="sample, folder:PATH or hf:ORG/NAME (default: sample)")
     pre.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     pre.add_argument("--seed", type=int, default=0)
@@ -124,6 +129,7 @@ def cmd_precompute(args) -> None:
         model=args.model, store=args.store, layers=args.layers, units=args.units, techniques=args.techniques,
         dataset=args.dataset, device=args.device, seed=args.seed, k=args.k, batch_size=args.batch_size,
         max_images=args.max_images, work=args.work,
+        options={"preset": args.preset, "steps": args.steps, "size": args.size},
         overrides=Overrides(args.name, args.input_size, args.mean, args.std)))
     print(f"{summary['model']}: {summary['ran']} jobs run, {summary['skipped']} already done"
           f"{', %d unreadable images skipped' % summary['images_skipped'] if summary['images_skipped'] else ''}; "

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
-from precompute import dataset_examples, stats, tuning
+from precompute import dataset_examples, featurevis, stats, tuning
 from precompute.dataset_pass import dataset_pass, normalise
 from precompute.datasets import Dataset, open_dataset
 from precompute.jobs import Job, plan, slug, write_json, write_atomic, write_shard
@@ -28,8 +28,11 @@ from store.ingest import ingest
 PASS_TECHNIQUES = {"stats": stats, "dataset": dataset_examples}
 # Techniques whose jobs run one by one: modules with VERSION, params(req, spec) -> dict of the settings
 # that determine the result, and run(ctx, job) -> {table name in store/schema.sql: pyarrow.Table}.
-JOB_TECHNIQUES: dict = {"tuning": tuning}
+JOB_TECHNIQUES: dict = {"tuning": tuning, "featurevis": featurevis}
 TECHNIQUES = (*PASS_TECHNIQUES, *JOB_TECHNIQUES)
+# What `--techniques default` computes: everything but feature visualisation, which costs seconds per unit
+# on a CPU (ask for it by name, or with `all`).
+DEFAULT_TECHNIQUES = ("stats", "dataset", "tuning")
 
 
 class UsageError(ValueError):
@@ -42,7 +45,7 @@ class Request:
     store: Path
     layers: str = "all"
     units: str = "all"
-    techniques: str = "all"
+    techniques: str = "default"
     dataset: str = "sample"
     device: str = "cpu"
     seed: int = 0
@@ -85,7 +88,8 @@ def parse_units(text: str, count: int, layer: str) -> list[int]:
 
 
 def parse_techniques(text: str) -> list[str]:
-    chosen = list(TECHNIQUES) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    named = {"all": list(TECHNIQUES), "default": list(DEFAULT_TECHNIQUES)}
+    chosen = named.get(text.strip()) or [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in chosen if t not in TECHNIQUES]
     if unknown or not chosen:
         raise UsageError(f"unknown technique {unknown[0] if unknown else text!r}; available: {', '.join(TECHNIQUES)}")

@@ -159,8 +159,37 @@ class Store:
             "stats": stats,
             "dataset": dataset if examples else None,
             "tuning": self.tuning_record(model_id, layer, unit),
+            "featurevis": [{k: v for k, v in row.items() if k != "image"}
+                           for row in self.unit_featurevis(model_id, layer, unit, with_images=False)] or None,
             "provenance": self.unit_runs(model_id, layer, unit),
         }
+
+    # ---- feature visualisation -----------------------------------------------------------------------------
+
+    def unit_featurevis(self, model_id: str, layer: str, unit: int, with_images: bool = True) -> list[dict]:
+        """Rendered images of one unit: technique, facet, achieved activation, the render's params (and image)."""
+        if not self.has_table("featurevis"):
+            return []
+        image = ", f.image" if with_images else ""
+        rows = self._rows(f"""
+            SELECT f.technique, f.facet, f.achieved AS achieved_activation, r.params, f.run_id {image}
+            FROM featurevis f JOIN runs r USING (run_id)
+            WHERE f.model_id = ? AND f.layer = ? AND f.unit = ?
+            ORDER BY CASE f.technique WHEN 'channel' THEN 0 WHEN 'neuron' THEN 1 WHEN 'negative' THEN 2 ELSE 3 END,
+                     f.facet
+        """, [model_id, layer, unit])
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+        return rows
+
+    def layer_visuals(self, model_id: str, layer: str) -> list[dict]:
+        """DeepDream and caricatures of a layer, with the photos the caricatures start from."""
+        if not self.has_table("layer_visuals"):
+            return []
+        return self._rows("""
+            SELECT technique, facet, source, image, source_image, achieved, run_id FROM layer_visuals
+            WHERE model_id = ? AND layer = ? ORDER BY facet
+        """, [model_id, layer])
 
     # ---- tuning curves -----------------------------------------------------------------------------------
 
@@ -225,9 +254,11 @@ class Store:
         return pd.DataFrame(list(wide.values())) if wide else pd.DataFrame({"unit": []})
 
     def find_tuned(self, model_id: str, family: str, axis: str, lo: float | None = None, hi: float | None = None,
-                   min_selectivity: float = 0.0, layer: str | None = None, limit: int = 200) -> list[dict]:
+                   min_selectivity: float = 0.0, layer: str | None = None, limit: int = 200,
+                   min_relative: float | None = None) -> list[dict]:
         """Units whose preferred value on one axis of one family lies in [lo, hi] (lo > hi wraps round a
-        circular axis: 170 to 10) with at least this selectivity, most selective first."""
+        circular axis: 170 to 10) with at least this selectivity and (if given) a best response of at least
+        this fraction of the unit's top dataset activation, most selective first."""
         if not self.has_table("tuning"):
             return []
         return self._rows("""
@@ -238,13 +269,14 @@ class Store:
                    t.selectivity[i] AS selectivity, t.best, CASE WHEN s.max > 0 THEN t.best / s.max END AS relative
             FROM t JOIN layers l USING (model_id, layer) LEFT JOIN unit_stats s USING (model_id, layer, unit)
             WHERE t.i > 0 AND coalesce(t.selectivity[i], 0) >= ?
+              AND (? IS NULL OR (s.max > 0 AND t.best / s.max >= ?))
               AND (? IS NULL OR ? IS NULL
                    OR (? <= ? AND t.preferred[i] BETWEEN ? AND ?)
                    OR (? > ? AND (t.preferred[i] >= ? OR t.preferred[i] <= ?)))
             ORDER BY t.selectivity[i] DESC NULLS LAST, l.position, t.unit
             LIMIT ?
-        """, [axis, model_id, family, layer, layer, float(min_selectivity), lo, hi, lo, hi, lo, hi, lo, hi, lo, hi,
-              int(limit)])
+        """, [axis, model_id, family, layer, layer, float(min_selectivity), min_relative, min_relative,
+              lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, int(limit)])
 
     # ---- search and summary ------------------------------------------------------------------------------
 

@@ -121,3 +121,31 @@ CREATE TABLE tuning (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, unit, family)
 );
+
+-- Feature visualisation (technique `featurevis`): images optimised to drive one unit (channel: its mean
+-- activation; neuron: its centre position; negative: the opposite; diversity: FACETS images pushed apart).
+CREATE TABLE featurevis (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    technique VARCHAR NOT NULL,       -- channel | neuron | negative | diversity
+    facet INTEGER NOT NULL,           -- 0, or the diversity image's index
+    image BLOB NOT NULL,              -- WebP
+    achieved DOUBLE NOT NULL,         -- the objective's score on the final image (channel: mean activation)
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit, technique, facet)
+);
+
+-- Whole-layer renders: DeepDream (the layer's overall activation) and caricatures of bundled photos.
+CREATE TABLE layer_visuals (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    technique VARCHAR NOT NULL,       -- deepdream | caricature
+    facet INTEGER NOT NULL,
+    source VARCHAR NOT NULL,          -- the photo a caricature exaggerates ('' for DeepDream)
+    image BLOB NOT NULL,
+    source_image BLOB,
+    achieved DOUBLE NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, technique, facet)
+);
