@@ -7,13 +7,12 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from dashboard import data, html
 from dashboard.params import UnitRef, shown
 from precompute.stimuli import FAMILIES
 
-THUMB_PX = 76
+THUMB_PX = 96
 PLOT = dict(height=340, margin=dict(l=10, r=10, t=30, b=10))
 
 
@@ -24,9 +23,11 @@ def unit_tuning(key: data.StoreKey, model_id: str, layer: str, unit: int) -> lis
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def thumbnail(family: str, size: int, setting: tuple[tuple[str, float], ...]) -> np.ndarray:
-    """One stimulus as the model saw it (drawn at its input size), shrunk for display."""
+    """The centre of one stimulus as the model saw it (drawn at its input size), pixel for pixel: shrinking a
+    fine grating would show moiré that the model never saw."""
     image = (FAMILIES[family].draw(size, **dict(setting)) * 255).round().astype(np.uint8)
-    return np.asarray(Image.fromarray(image).resize((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS))
+    lo = max(0, (size - THUMB_PX) // 2)
+    return image[lo: lo + THUMB_PX, lo: lo + THUMB_PX]
 
 
 def label(axis: dict) -> str:
@@ -43,8 +44,9 @@ def through_peak(grid: np.ndarray, peak: tuple[int, ...], keep: tuple[int, ...])
     return grid[tuple(slice(None) if d in keep else peak[d] for d in range(grid.ndim))]
 
 
-def lines_figure(axes: list[dict], grid: np.ndarray, peak: tuple[int, ...]) -> go.Figure:
-    """Response against the first axis, one line per value of the second (other axes at the peak)."""
+def lines_figure(axes: list[dict], grid: np.ndarray, peak: tuple[int, ...], blank: float | None) -> go.Figure:
+    """Response against the first axis, one line per value of the second (other axes at the peak), and the
+    response to a blank grey field, the baseline that selectivity is measured above."""
     x = axes[0]
     fig = go.Figure()
     if len(axes) == 1:
@@ -54,6 +56,9 @@ def lines_figure(axes: list[dict], grid: np.ndarray, peak: tuple[int, ...]) -> g
         for j, value in enumerate(axes[1]["values"]):
             fig.add_trace(go.Scatter(x=x["values"], y=sub[:, j], mode="lines+markers",
                                      name=f"{axes[1]['name']} {value_text(value, axes[1])}"))
+    if blank is not None:
+        fig.add_hline(y=blank, line_dash="dot", line_color="#888", annotation_text="blank (grey field)",
+                      annotation_position="bottom right")
     xaxis = dict(title=label(x))
     if x["unit"] == "deg":
         xaxis.update(tickmode="array", tickvals=list(range(0, int(x["period"] or 360) + 1, 45)), ticksuffix="°")
@@ -62,10 +67,10 @@ def lines_figure(axes: list[dict], grid: np.ndarray, peak: tuple[int, ...]) -> g
     return fig
 
 
-def polar_figure(axis: dict, curve: np.ndarray, family: str) -> go.Figure:
+def polar_figure(axis: dict, curve: np.ndarray, family: str, blank: float | None) -> go.Figure:
     """A circular axis as a polar plot, 0° to the right and counter-clockwise as in the stimuli; an
     orientation (period 180°) is drawn twice, at θ and θ + 180°, since both name the same orientation."""
-    theta, r = list(axis["values"]), np.clip(curve, 0, None)
+    theta, r = list(axis["values"]), np.clip(curve - (blank or 0.0), 0, None)
     if axis["period"] == 180:
         theta, r = theta + [t + 180 for t in theta], np.concatenate([r, r])
     theta, r = theta + theta[:1], np.concatenate([r, r[:1]])
@@ -76,7 +81,7 @@ def polar_figure(axis: dict, curve: np.ndarray, family: str) -> go.Figure:
     fig = go.Figure(go.Scatterpolar(r=r, theta=theta, mode="lines+markers", marker=marker, line_color="#444",
                                     hovertemplate="%{theta}°: %{r:.3g}<extra></extra>"))
     fig.update_layout(polar=dict(angularaxis=dict(direction="counterclockwise", rotation=0, ticksuffix="°", dtick=45),
-                                 radialaxis=dict(title="activation (≥ 0)")), showlegend=False, **PLOT)
+                                 radialaxis=dict(title="above blank")), showlegend=False, **PLOT)
     return fig
 
 
@@ -85,7 +90,8 @@ def heatmap_figure(axes: list[dict], grid: np.ndarray, peak: tuple[int, ...]) ->
     fig = go.Figure(go.Heatmap(z=sub.T, x=[value_text(v, axes[0]) for v in axes[0]["values"]],
                                y=[value_text(v, axes[1]) for v in axes[1]["values"]], colorscale="Viridis",
                                colorbar=dict(title="activation")))
-    fig.update_layout(xaxis_title=label(axes[0]), yaxis_title=label(axes[1]), **PLOT)
+    fig.update_layout(xaxis=dict(title=label(axes[0]), type="category"),
+                      yaxis=dict(title=label(axes[1]), type="category"), **PLOT)
     return fig
 
 
@@ -120,18 +126,19 @@ def render(ref: UnitRef) -> None:
                f"{row['best']:.3g}{relative}; at the map's centre {row['best_centre']:.3g}.")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(lines_figure(axes, grid, peak), config={"displayModeBar": False})
+        st.plotly_chart(lines_figure(axes, grid, peak, row["blank"]), config={"displayModeBar": False})
         if axes[0]["period"]:
             curve = through_peak(grid, peak, (0,))
-            st.plotly_chart(polar_figure(axes[0], curve, family), config={"displayModeBar": False})
+            st.plotly_chart(polar_figure(axes[0], curve, family, row["blank"]), config={"displayModeBar": False})
         if len(axes) >= 2:
             st.plotly_chart(heatmap_figure(axes, grid, peak), config={"displayModeBar": False})
     with right:
         st.subheader("Summary", anchor=False)
         st.html(html.table([("parameter", "parameter"), ("preferred", "preferred"), ("width", "half-max width"),
                             ("selectivity", "#selectivity")], summary_rows(row)))
-        st.caption("Selectivity: one minus circular variance of the rectified curve (orientation on doubled "
-                   "angles); 0 is untuned, 1 responds to one value only.")
+        st.caption("Selectivity: one minus circular variance of the curve above the unit's response to a blank "
+                   "grey field, rectified (orientation on doubled angles); 0 is untuned, 1 rises above the blank "
+                   "at one value only. Width: full width at half maximum.")
         if family in FAMILIES:
             stimuli(family, axes, grid, peak, ref.model["input_size"])
 
@@ -146,8 +153,10 @@ def stimuli(family: str, axes: list[dict], grid: np.ndarray, peak: tuple[int, ..
     for n, index in enumerate(picks):
         setting = tuple((a["name"], float(values[d][index[d]])) for d, a in enumerate(axes))
         images.append(thumbnail(family, size, setting))
-        what = ", ".join(value_text(v, a) for (_, v), a in zip(setting, axes))
+        what = (", ".join(value_text(v, a) for (_, v), a in zip(setting, axes)) if n == 0
+                else value_text(setting[0][1], axes[0]))
         captions.append(f"{'best: ' if n == 0 else ''}{what} → {grid[index]:.3g}")
-    st.image(images[:1], caption=captions[:1], width=THUMB_PX * 2, output_format="PNG")
-    st.caption(f"{axes[0]['name'].capitalize()} swept, others at the best stimulus:")
+    st.image(images[:1], caption=captions[:1], width=THUMB_PX, output_format="PNG")
+    st.caption(f"{axes[0]['name'].capitalize()} swept, others at the best stimulus (centres of the "
+               f"{size} px images, 1:1):")
     st.image(images[1:], caption=captions[1:], width=THUMB_PX, output_format="PNG")

@@ -23,8 +23,9 @@ def layer_tuning(key: data.StoreKey, model_id: str, layer: str) -> pd.DataFrame:
 
 @st.cache_data(max_entries=64, ttl=600, show_spinner=False)
 def find(key: data.StoreKey, model_id: str, family: str, axis: str, lo: float, hi: float, sel: float,
-         layer: str | None) -> list[dict]:
-    return data.open_store(*key).find_tuned(model_id, family, axis, lo, hi, sel, layer, limit=LIMIT)
+         layer: str | None, strength: float) -> list[dict]:
+    return data.open_store(*key).find_tuned(model_id, family, axis, lo, hi, sel, layer, limit=LIMIT,
+                                            min_relative=strength or None)
 
 
 def column_label(column: str) -> str:
@@ -67,7 +68,7 @@ def render(key: data.StoreKey, model_id: str) -> None:
     options = {f"{f}.{a['name']}": f"{f}: preferred {a['name']}" + (f" ({a['unit']})" if a["unit"] else "")
                for f, axes in families.items() for a in axes}
     default = "gratings.orientation" if "gratings.orientation" in options else next(iter(options))
-    cols = st.columns([3, 2, 2, 2, 3], vertical_alignment="bottom")
+    cols = st.columns([3, 2, 2, 2, 2, 3], vertical_alignment="bottom")
     by, _ = params.url_choice(cols[0], "Family and parameter", options, "by", default)
     family, axis_name = by.split(".", 1)
     axis = next(a for a in families[family] if a["name"] == axis_name)
@@ -77,11 +78,17 @@ def render(key: data.StoreKey, model_id: str) -> None:
     sel = _number(cols[3], "Min selectivity", "sel", 0.5 if circular else 0.0, min_value=0.0, max_value=1.0,
                   step=0.05, disabled=not circular)
     layers = {"": "all layers", **{l["layer"]: l["alias"] or l["layer"] for l in data.layers(key, model_id)}}
-    layer, _ = params.url_choice(cols[4], "In layer", layers, "in", "")
-    rows = find(key, model_id, family, axis_name, lo, hi, sel if circular else 0.0, layer or None)
+    # Selectivity is scale-free: a unit that barely stirs can be perfectly selective. By default, ask for a best
+    # response of at least a fifth of the unit's top dataset activation.
+    strength = _number(cols[4], "Min best response", "strength", 0.2, min_value=0.0, step=0.05,
+                       help="best stimulus response as a fraction of the unit's top dataset activation (0: any)")
+    layer, _ = params.url_choice(cols[5], "In layer", layers, "in", "")
+    rows = find(key, model_id, family, axis_name, lo, hi, sel if circular else 0.0, layer or None, strength)
     wrap = " (wrapping round)" if circular and lo > hi else ""
     st.caption(f"{len(rows)}{'+' if len(rows) == LIMIT else ''} units prefer {axis_name} {lo:g} to {hi:g} "
-               f"{axis['unit']}{wrap}" + (f" with selectivity ≥ {sel:g}, most selective first." if circular else "."))
+               f"{axis['unit']}{wrap}" + (f" with selectivity ≥ {sel:g}" if circular else "")
+               + (f", best response ≥ {strength:.0%} of their top dataset activation" if strength else "")
+               + (", most selective first." if circular else "."))
     if rows:
         unit = axis["unit"]
         st.html(html.table(

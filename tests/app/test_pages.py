@@ -143,7 +143,7 @@ def test_unit_page_stats_lens(store_env):
 
 
 def test_unknown_view_warns_and_shows_dataset_examples(store_env):
-    at = run("unit", model=MODEL_ID, layer="2", unit="1", view="featurevis")
+    at = run("unit", model=MODEL_ID, layer="2", unit="1", view="nonsense")
     assert "Unknown view" in at.warning[0].value
     assert any('<div class="ms-ex-grid">' in h.value for h in at.html)
 

@@ -70,7 +70,9 @@ def test_lens_without_tuning_says_how_to_compute_it(tmp_path, monkeypatch, app_s
 def test_search_finds_units_by_tuning_with_deep_links(store_env, app_store):
     from store.queries import Store
 
-    expected = Store(app_store).find_tuned(MODEL_ID, "colour", "hue", 90, 270, 0.2, limit=100)
+    expected = Store(app_store).find_tuned(MODEL_ID, "colour", "hue", 90, 270, 0.2, limit=100, min_relative=0.2)
+    weak = Store(app_store).find_tuned(MODEL_ID, "colour", "hue", 90, 270, 0.2, limit=1000)
+    assert len(weak) > len(expected)  # the default strength threshold leaves out barely-responding units
     assert expected, "the fixture store should hold some hue-tuned unit"
     at = run("search", model=MODEL_ID, by="colour.hue", lo="90", hi="270", sel="0.2")
     body = html(at)
@@ -79,6 +81,8 @@ def test_search_finds_units_by_tuning_with_deep_links(store_env, app_store):
     assert "view=tuning" in hrefs[0] and "family=colour" in hrefs[0]
     assert f"unit={expected[0]['unit']}" in hrefs[0]  # most selective first
     assert "preferred (deg)" in body
+    every = run("search", model=MODEL_ID, by="colour.hue", lo="90", hi="270", sel="0.2", strength="0")
+    assert len(re.findall(r'<a href="(unit\?[^"]+)"', html(every))) == min(len(weak), 100)
     none = run("search", model=MODEL_ID, by="colour.hue", lo="91", hi="92", sel="0")  # between grid hues
     assert not re.findall(r'<a href="(unit\?[^"]+)"', html(none))
 

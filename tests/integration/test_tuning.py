@@ -135,5 +135,7 @@ def test_precompute_tuning_into_the_store(tmp_path):
     wraps = store.find_tuned("hand", "gratings", "orientation", 170, 70, min_selectivity=0.5)
     assert [r["unit"] for r in wraps] == [0]
     assert store.find_tuned("hand", "gratings", "orientation", 90, 150, min_selectivity=0.5) == []
+    strong = store.find_tuned("hand", "gratings", "orientation", 170, 70, 0.5, min_relative=1.5 * wraps[0]["relative"])
+    assert strong == [] and wraps[0]["relative"] > 0
     wide = store.layer_tuning("hand", "0")
     assert list(wide["unit"]) == [0, 1, 2] and wide["gratings_orientation_sel"].iloc[0] > 0.5
