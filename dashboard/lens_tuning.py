@@ -27,7 +27,9 @@ def thumbnail(family: str, size: int, setting: tuple[tuple[str, float], ...]) ->
     fine grating would show moiré that the model never saw."""
     image = (FAMILIES[family].draw(size, **dict(setting)) * 255).round().astype(np.uint8)
     lo = max(0, (size - THUMB_PX) // 2)
-    return image[lo: lo + THUMB_PX, lo: lo + THUMB_PX]
+    crop = image[lo: lo + THUMB_PX, lo: lo + THUMB_PX].copy()
+    crop[[0, -1], :] = crop[:, [0, -1]] = 160  # a grey frame: white stimuli stay visible on a white page
+    return crop
 
 
 def label(axis: dict) -> str:
