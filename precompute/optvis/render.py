@@ -416,7 +416,7 @@ def _as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise RenderError(f"images must be (B, H, W, 3), got {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a copy: the caller's array may be read-only
         return x.float() / 255 if images.dtype == np.uint8 else x.float()
     if images.ndim != 4 or images.shape[1] != 3:
         raise RenderError(f"image tensors must be (B, 3, H, W), got {tuple(images.shape)}")
