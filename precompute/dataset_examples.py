@@ -37,9 +37,7 @@ def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, 
         cols["heat"].append(heat.tobytes() if heat is not None else None)
 
     for kind, ext in (("top", record.top), ("bottom", record.bottom)):
-        value = (ext.sign * ext.value).cpu().numpy()
-        index, pos = ext.index.cpu().numpy(), ext.pos.cpu().numpy()
-        heat = ext.heat.cpu().numpy()
+        value, index, pos, heat = (t.cpu().numpy() for t in ext.ranked())
         for unit in range(start, stop):
             for rank in range(value.shape[0]):
                 if index[rank, unit] >= 0:

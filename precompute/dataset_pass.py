@@ -47,6 +47,13 @@ class Window:
         x0 = (px - self.cells // 2).clamp(0, self.width - self.cells)
         return y0, x0
 
+    def cut(self, flat: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The window of each map around its argmax: flat (n, height*width), pos (n,) -> (n, cells, cells)."""
+        y0, x0 = self.origin(pos)
+        steps = torch.arange(self.cells, device=flat.device)
+        idx = (y0[:, None, None] + steps[:, None]) * self.width + x0[:, None, None] + steps[None, :]
+        return flat.gather(1, idx.flatten(1)).view(-1, self.cells, self.cells)
+
     def box(self, pos: int) -> tuple[int, int, int, int]:
         """The crop (left, top, right, bottom) in input pixels for one flat argmax position."""
         py, px = divmod(int(pos), self.width)
@@ -57,7 +64,10 @@ class Window:
 
 
 class Extremes:
-    """The k images with the highest (sign=+1) or lowest (sign=-1) spatial-max activation, per unit."""
+    """The k images with the highest (sign=+1) or lowest (sign=-1) spatial-max activation, per unit, strongest
+    first. The activation window (the heatmap) is cut out only for the (image, unit) pairs that enter the
+    list, in one batched gather. Ties keep the earlier image (stable), so batch boundaries do not matter.
+    """
 
     def __init__(self, k: int, units: int, cells: int, sign: float, device):
         self.sign = sign
@@ -66,15 +76,24 @@ class Extremes:
         self.pos = torch.zeros((k, units), dtype=torch.long, device=device)
         self.heat = torch.zeros((k, units, cells, cells), dtype=torch.float16, device=device)
 
-    def update(self, value, index, pos, heat):
-        k = self.value.shape[0]
+    def update(self, value: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, flat: torch.Tensor,
+               window: Window) -> None:
+        k, cells = self.value.shape[0], self.heat.shape[-1]
         values = torch.cat([self.value, self.sign * value])
-        best = torch.topk(values, k, dim=0).indices  # (k, units)
+        best = torch.sort(values, dim=0, descending=True, stable=True).indices[:k]  # (k, units)
         self.value = values.gather(0, best)
         self.index = torch.cat([self.index, index[:, None].expand_as(value)]).gather(0, best)
         self.pos = torch.cat([self.pos, pos]).gather(0, best)
-        cells = heat.shape[-1]
-        self.heat = torch.cat([self.heat, heat]).gather(0, best[:, :, None, None].expand(-1, -1, cells, cells))
+        kept = best.clamp(max=k - 1)[:, :, None, None].expand(-1, -1, cells, cells)
+        self.heat = self.heat.gather(0, kept)
+        rank, unit = (best >= k).nonzero(as_tuple=True)
+        if rank.numel():
+            image = best[rank, unit] - k
+            self.heat[rank, unit] = window.cut(flat[image, unit], pos[image, unit]).to(torch.float16)
+
+    def ranked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(activation, image index, argmax position, heat), each (k, units), strongest first."""
+        return self.sign * self.value, self.index, self.pos, self.heat
 
 
 class LayerRecord:
@@ -108,19 +127,9 @@ class LayerRecord:
         self.min = torch.minimum(self.min, v64.min(0).values)
         self.max = torch.maximum(self.max, v64.max(0).values)
         self.positive += (value > 0).sum(0)
-        heat = self._windows(flat, pos).to(torch.float16)
-        self.top.update(value, index, pos, heat)
-        self.bottom.update(value, index, pos, heat)
+        self.top.update(value, index, pos, flat, self.window)
+        self.bottom.update(value, index, pos, flat, self.window)
         self._sample(value.cpu().numpy(), pos.cpu().numpy(), index.cpu().numpy())
-
-    def _windows(self, flat: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        win = self.window
-        y0, x0 = win.origin(pos)
-        steps = torch.arange(win.cells, device=flat.device)
-        ys = y0[..., None, None] + steps[:, None]
-        xs = x0[..., None, None] + steps[None, :]
-        idx = (ys * win.width + xs).flatten(2)
-        return flat.gather(2, idx).view(*pos.shape, win.cells, win.cells)
 
     def _sample(self, value: np.ndarray, pos: np.ndarray, index: np.ndarray) -> None:
         size = self.res_value.shape[0]

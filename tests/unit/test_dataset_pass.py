@@ -23,15 +23,20 @@ def test_record_tracks_extremes_moments_and_windows_exactly():
     everything = torch.cat(batches)
     spatial_max = everything.flatten(2).max(2).values  # (20, 3)
     assert rec.count == 20
+    top_value, top_index, top_pos, top_heat = rec.top.ranked()
+    bottom_value, bottom_index, _, _ = rec.bottom.ranked()
     for unit in range(3):
         order = torch.argsort(spatial_max[:, unit], descending=True)
-        assert rec.top.index[:, unit].tolist() == order[:4].tolist()
-        assert rec.bottom.index[:, unit].tolist() == order.flip(0)[:4].tolist()
-        img = int(order[0])
-        pos = int(rec.top.pos[0, unit])
-        y0, x0 = (int(v) for v in win.origin(torch.tensor(pos)))
-        expect = everything[img, unit, y0:y0 + win.cells, x0:x0 + win.cells]
-        assert torch.allclose(rec.top.heat[0, unit].float(), expect, atol=1e-2)
+        assert top_index[:, unit].tolist() == order[:4].tolist()
+        assert bottom_index[:, unit].tolist() == order.flip(0)[:4].tolist()
+        assert torch.allclose(top_value[:, unit], spatial_max[order[:4], unit])
+        assert torch.allclose(bottom_value[:, unit], spatial_max[order.flip(0)[:4], unit])
+        for rank in range(4):
+            img = int(order[rank])
+            pos = int(top_pos[rank, unit])
+            y0, x0 = (int(v) for v in win.origin(torch.tensor(pos)))
+            expect = everything[img, unit, y0:y0 + win.cells, x0:x0 + win.cells]
+            assert torch.allclose(top_heat[rank, unit].float(), expect, atol=1e-2)
     assert torch.allclose(rec.total / 20, spatial_max.double().mean(0))
     values, _, indices = rec.reservoir()
     assert sorted(indices.tolist()) == list(range(20))
