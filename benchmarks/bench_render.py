@@ -4,7 +4,7 @@ Both render the same units of one layer of the bundled EfficientNet-Lite0 at the
 Fourier image, decorrelated colour, upsampled to 224) and the same number of Adam steps (lr 0.05). Lucent
 renders one unit per `render_vis` call with its defaults otherwise; we render `--batch` units per
 optimisation. The two alternate chunk by chunk, so a load spike from other processes on the machine hits
-both alike. Both sets of final images are scored by the same function (`render.achieved`: uint8 image,
+both alike; both get a short untimed warm-up first. Both sets of final images are scored by the same function (`render.achieved`: uint8 image,
 resized to 224, the model's own normalisation, the unit's mean channel activation, original model).
 
 Targets: at least 10x Lucent's units/s and a median achieved activation at least Lucent's.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
 from precompute.optvis import objectives  # noqa: E402
-from precompute.optvis.render import achieved, auto_batch, render_units, to_uint8  # noqa: E402
+from precompute.optvis.render import achieved, auto_batch, render_units, retain_freed_memory, to_uint8  # noqa: E402
 
 
 def lucent_render(model, layer: str, unit: int, steps: int, norm: str, mean, std) -> np.ndarray:
@@ -76,16 +76,24 @@ def main() -> None:
     ap.add_argument("--round", type=int, default=4, help="units per turn when alternating ours and Lucent's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lucent-norm", choices=["imagenet", "model"], default="imagenet")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's allocator as it is (by default both run with render.retain_freed_memory)")
     ap.add_argument("--grid", type=Path, default=None, help="save ours (top) and Lucent's (bottom) as a PNG")
     args = ap.parse_args()
     if args.size != 128:
         sys.exit("Lucent's default image is 128 px; compare at --size 128")
 
+    # Process-wide, so Lucent runs under the same allocator setting as we do.
+    retained = False if args.default_malloc else retain_freed_memory()
     spec = REGISTRY[DEFAULT_MODEL]
     model = build(spec, device="cpu")
     lucent_model = build(spec, device="cpu")  # Lucent hooks every module; keep that off the model we measure with
     count = spec.layer(args.layer).units
     units = [int(u) for u in np.linspace(0, count - 1, args.units).round()]
+    # Warm-up, untimed: the first steps of a process pay for fresh memory pages and kernel set-up (seen here:
+    # the first chunk ran up to 10x slower than the rest), which would be charged to whoever runs first.
+    render_units(model, spec, args.layer, units[:args.round], size=args.size, steps=2, batch=args.batch, device="cpu")
+    lucent_render(lucent_model, args.layer, units[0], 2, args.lucent_norm, spec.mean, spec.std)
     torch.manual_seed(args.seed)  # Lucent draws from the global generators
     np.random.seed(args.seed)
 
@@ -117,7 +125,7 @@ def main() -> None:
     print(f"model {spec.id}, layer {args.layer}, {len(units)} units {units[0]}..{units[-1]}, {args.size} px image "
           f"upsampled to {spec.input_size}, {args.steps} steps, Adam lr 0.05, seed {args.seed}, "
           f"{torch.get_num_threads()} threads; ours batch {args.batch or auto_batch(torch.device('cpu'))}; Lucent one unit per call, "
-          f"{args.lucent_norm} normalisation")
+          f"{args.lucent_norm} normalisation; freed memory retained (both): {retained}")
     print(f"units/s      ours {ours_ups:.3f}  Lucent {lucent_ups:.3f}  ratio {ours_ups / lucent_ups:.2f}x")
     # CPU seconds of this process: less sensitive than wall time to other processes competing for the cores.
     print(f"units/cpu-s  ours {len(units) / ours_cpu:.3f}  Lucent {len(units) / lucent_cpu:.3f}  "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -193,6 +194,25 @@ def achieved(model: nn.Module, objective: obj.Objective, images: np.ndarray | to
         return objective(acts).float().cpu().numpy()
 
 
+def retain_freed_memory() -> bool:
+    """Asks glibc to keep freed memory for reuse rather than hand it back to the OS. Process-wide: the
+    caller (a CLI, a benchmark) decides; `render` never calls it. Returns False where libc is not glibc.
+
+    Every step allocates and frees the same activations (tens of MB). By default glibc serves large blocks
+    with fresh mmap'd pages and trims its heap, so every step page-faults its memory in again. On the 2-core
+    VM this was measured on, in back-to-back runs, it made our steps 1.1x to 1.8x faster (EfficientNet-Lite0
+    to blocks.3, batch 4) and Lucent's about 1.05x; the VM's own speed drifted as much between minutes.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # from glibc's malloc.h
+    # A 1 GiB mmap threshold keeps even a large batch's activations on the heap.
+    return all(libc.mallopt(option, value) == 1 for option, value in
+               [(m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20)])
+
+
 # --- preparation -------------------------------------------------------------------------------------------
 
 
@@ -279,8 +299,9 @@ def _fold_batchnorms(model: nn.Module, keep: set[str]) -> bool:
 
 def _to_layout(model: nn.Module, device: torch.device) -> nn.Module:
     model = model.to(device)
-    # channels_last lets oneDNN skip layout conversions around every conv: about 1.3x per step on CPU for
-    # EfficientNet-Lite0 (benchmarks/bench_render.py --ablate); CUDA is left to cuDNN's own choice.
+    # channels_last lets oneDNN skip layout conversions around every conv. Measured once on the 2-core CPU,
+    # EfficientNet-Lite0 to blocks.3, batch 4, CPU time per image-step: 54 ms plain, 45 ms channels_last,
+    # 44 ms folded, 29 ms both. CUDA is left to cuDNN's own choice.
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     return model
