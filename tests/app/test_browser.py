@@ -120,7 +120,8 @@ def test_embed_has_no_navigation(server, browser):
     page.get_by_role("heading", name=f"{MODEL_ID}@2:1").wait_for(timeout=30_000)
     expect(page.locator(".ms-ex-grid img")).to_have_count(43, timeout=30_000)  # the page is complete
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
-    assert not page.locator('header[data-testid="stHeader"]').is_visible()
+    # The chrome is hidden by a style element of the page's first run; wait for it rather than race it.
+    expect(page.locator('header[data-testid="stHeader"]')).to_be_hidden(timeout=10_000)
 
 
 def test_bad_deep_link_shows_a_message(server, browser):
