@@ -50,7 +50,11 @@ def open_store() -> data.StoreKey | None:
         st.caption("Or point the `MICROSCOPE_STORE` environment variable at an existing store file.")
     except StoreError as exc:
         st.error(str(exc), icon=":material/database:")
-        st.caption("Rebuild it with `microscope precompute MODEL`, or point `MICROSCOPE_STORE` at another file.")
+        if data.remote_status():
+            st.caption("Nothing has been fetched from it yet. Check the address and the network, or publish a store "
+                       "built by this version of Microscope there; this page tries again when reloaded.")
+        else:
+            st.caption("Rebuild it with `microscope precompute MODEL`, or point `MICROSCOPE_STORE` at another file.")
     return None
 
 
@@ -63,7 +67,18 @@ def frame(key: data.StoreKey | None) -> None:
     with st.sidebar:
         if key is not None:
             _breadcrumbs(key)
-            st.caption(f"Store `{key[0]}`  \nbuilt {data.built_at(key)}")
+            _store_caption(key)
+
+
+def _store_caption(key: data.StoreKey) -> None:
+    source = data.remote_status()
+    if source is None:
+        st.caption(f"Store `{key[0]}`  \nbuilt {data.built_at(key)}")
+        return
+    st.caption(f"Store `{source['location']}`  \nbuilt {data.built_at(key)}, fetched {source['fetched_at']}")
+    if source["error"]:
+        st.warning(f"{source['error']}. Still showing the store fetched {source['fetched_at']}.",
+                   icon=":material/sync_problem:")
 
 
 def _breadcrumbs(key: data.StoreKey) -> None:

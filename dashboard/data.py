@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from store import remote
 from store.queries import Store
 
 DEFAULT_STORE = "data/microscope.duckdb"
@@ -27,8 +28,27 @@ class StoreMissing(Exception):
         self.path = path
 
 
+def store_location() -> str:
+    return os.environ.get("MICROSCOPE_STORE") or DEFAULT_STORE
+
+
 def store_path() -> Path:
-    return Path(os.environ.get("MICROSCOPE_STORE") or DEFAULT_STORE)
+    """The file to open: the store itself, or the checked local copy of a remote one (`store.remote`), which is
+    fetched on first use and replaced atomically when a newer good file is published."""
+    location = store_location()
+    if remote.is_remote(location):
+        return remote.mirror(location).current()
+    return Path(location)
+
+
+def remote_status() -> dict | None:
+    """For a remote store: where it comes from, when the copy being served was fetched, and why the last check
+    did not give a newer one (None when it did, or when nothing newer was published)."""
+    location = store_location()
+    if not remote.is_remote(location):
+        return None
+    held = remote.mirror(location)
+    return {"location": remote.redact(location), "fetched_at": held.fetched_at(), "error": held.error}
 
 
 def store_key() -> StoreKey:
