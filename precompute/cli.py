@@ -89,7 +89,18 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("--port", type=int, default=8501)
         s.add_argument("--address", default="localhost", help="address to listen on (0.0.0.0 for all)")
-        _store_arg(s)
+        if name == "serve":
+            s.add_argument("--store", default=os.environ.get("MICROSCOPE_STORE", DEFAULT_STORE),
+                           help="store file, or a published one: https://..., s3://BUCKET/KEY, "
+                                "hf://datasets/ORG/NAME/FILE (default: $MICROSCOPE_STORE or %(default)s)")
+            s.add_argument("--refresh", type=float, metavar="SECONDS",
+                           help="check a remote store for a newer file at most this often (default: "
+                                "$MICROSCOPE_REFRESH or 60)")
+            s.add_argument("--cache", type=Path, metavar="DIR",
+                           help="where remote stores are copied (default: $MICROSCOPE_CACHE or "
+                                "~/.cache/microscope/stores)")
+        else:
+            _store_arg(s)
         if name == "demo":
             s.add_argument("--no-serve", action="store_true", help="build the demo store, don't serve")
     return p
@@ -208,12 +219,34 @@ def write_unit_images(store, model_id: str, layer: str, unit: int, folder: Path)
 def cmd_serve(args) -> int:
     if not APP.is_file():
         raise FileNotFoundError(f"dashboard entry {APP} not found; install Microscope from its source tree")
-    env = {**os.environ, "MICROSCOPE_STORE": str(args.store.resolve())}
+    env = {**os.environ, "MICROSCOPE_STORE": _serve_location(args)}
+    if getattr(args, "cache", None):
+        env["MICROSCOPE_CACHE"] = str(args.cache.resolve())
+    if getattr(args, "refresh", None) is not None:
+        env["MICROSCOPE_REFRESH"] = str(args.refresh)
     print(f"Microscope dashboard on http://{args.address}:{args.port}/ (store {args.store}); Ctrl-C stops it")
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
                "--server.port", str(args.port), "--server.address", args.address,
                "--browser.gatherUsageStats", "false"]
     return subprocess.call(command, env=env, cwd=APP.parent)
+
+
+def _serve_location(args) -> str:
+    """A local store as an absolute path; a remote one fetched once here, so that a wrong address or a bad file
+    fails now with one line rather than in the browser. The dashboard then keeps its own copy fresh."""
+    from store import remote
+
+    location = str(args.store)
+    if not remote.is_remote(location):
+        return str(Path(location).resolve())
+    mirror = remote.Mirror(location, args.cache or remote.default_cache(), 0.0)
+    print(f"fetching {remote.redact(location)} into {mirror.folder}")
+    mirror.current()  # fetches when nothing is cached, or raises with the reason
+    mirror.refresh()  # a copy cached by an earlier run may be out of date
+    if mirror.error:  # a copy from an earlier run is usable, the remote is not
+        print(f"microscope: warning: {mirror.error}; serving the copy fetched {mirror.fetched_at()}",
+              file=sys.stderr)
+    return location
 
 
 def cmd_demo(args) -> int:
