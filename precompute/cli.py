@@ -38,6 +38,11 @@ def _positive(text: str) -> int:
     return value
 
 
+def _work(text: str) -> Path | str:
+    """A local folder, or an object-store URL (s3://bucket/prefix), which Path would mangle."""
+    return text.rstrip("/") if "://" in text else Path(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="microscope", description="Render every unit of a vision model into a "
                                 "store, and browse it in a dashboard.")
@@ -61,7 +66,12 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--k", type=_positive, default=16, help="top and bottom examples kept per unit")
     pre.add_argument("--batch-size", type=_positive, default=32)
     pre.add_argument("--max-images", type=_positive, help="use only the first N dataset images")
-    pre.add_argument("--work", type=Path, help="shard folder (default: 'work' beside the store)")
+    pre.add_argument("--work", type=_work, help="shard folder, a path or s3://BUCKET/PREFIX that every worker "
+                     "can reach (default: 'work' beside the store)")
+    pre.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="run jobs in this process (local, the default) or as tasks on a Ray cluster")
+    pre.add_argument("--address", help="with --executor ray: the cluster to join (auto, HOST:6379 or "
+                     "ray://HOST:10001; default: start a local one)")
     pre.add_argument("--name", default="", help="model id to store a hub/local/factory model under")
     pre.add_argument("--input-size", type=_positive, help="input side in pixels for a model the registry lacks")
     pre.add_argument("--mean", type=_floats3, help="normalisation mean, e.g. 0.485,0.456,0.406")
@@ -69,7 +79,8 @@ def parser() -> argparse.ArgumentParser:
     _store_arg(pre)
 
     ing = sub.add_parser("ingest", help="rebuild the store from the shards of the work folder")
-    ing.add_argument("--work", type=Path, help="shard folder (default: 'work' beside the store)")
+    ing.add_argument("--work", type=_work, help="shard folder, a path or s3://BUCKET/PREFIX "
+                     "(default: 'work' beside the store)")
     _store_arg(ing)
 
     info = sub.add_parser("info", help="what the store holds")
@@ -132,7 +143,7 @@ def cmd_models(args) -> None:
     print("\nAlso: hf-hub:ORG/NAME[@REV], local-dir:PATH, path/to/file.py:factory, package.module:factory")
 
 
-def cmd_precompute(args) -> None:
+def cmd_precompute(args) -> int:
     from precompute.models import Overrides
     from precompute.pipeline import Request, precompute
 
@@ -141,10 +152,14 @@ def cmd_precompute(args) -> None:
         dataset=args.dataset, device=args.device, seed=args.seed, k=args.k, batch_size=args.batch_size,
         max_images=args.max_images, work=args.work,
         options={"preset": args.preset, "steps": args.steps, "size": args.size},
-        overrides=Overrides(args.name, args.input_size, args.mean, args.std)))
+        overrides=Overrides(args.name, args.input_size, args.mean, args.std),
+        executor=args.executor, address=args.address))
     print(f"{summary['model']}: {summary['ran']} jobs run, {summary['skipped']} already done"
           f"{', %d unreadable images skipped' % summary['images_skipped'] if summary['images_skipped'] else ''}; "
           f"store {args.store}: " + ", ".join(f"{v} {k}" for k, v in summary["store"].items()))
+    for job in summary["failed"]:  # the store holds every other job; a rerun retries only these
+        print(f"microscope: error: job {job['key']} ({job['label']}) failed: {job['error']}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
 
 
 def cmd_ingest(args) -> None:

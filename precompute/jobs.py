@@ -3,7 +3,8 @@
 A job is (model, layer, technique, unit range, params hash) and a pure function of that key. Each finished
 job leaves one shard folder in the work folder, named by its key, written under a temporary name and
 renamed into place whole; a job whose shard exists is done. So an interrupted run resumes, a rerun is
-free, and nothing is written twice.
+free, and nothing is written twice. The work folder may also be an object-store URL (`s3://...`, see
+`precompute.workdir`), where a shard is committed by its meta.json instead of a rename (see write_shard).
 
 Work folder layout:
     <work>/models/<model slug>.json             the model's spec, layer geometry (rewritten each run)
@@ -28,6 +29,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from precompute import workdir
+from precompute.workdir import Location
+
 UNIT_CHUNK = 512  # units per job: small enough to parallelise across workers, large enough to batch
 
 
@@ -51,12 +55,19 @@ class Job:
         text = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def shard_dir(self, work: Path) -> Path:
-        return (work / "shards" / slug(self.model_id) / self.technique / slug(self.layer)
-                / f"{self.unit_start:05d}-{self.unit_stop:05d}-{self.key}")
+    @property
+    def shard_rel(self) -> str:
+        """The shard folder relative to the work folder."""
+        return (f"shards/{slug(self.model_id)}/{self.technique}/{slug(self.layer)}/"
+                f"{self.unit_start:05d}-{self.unit_stop:05d}-{self.key}")
 
-    def done(self, work: Path) -> bool:
-        return (self.shard_dir(work) / "meta.json").is_file()
+    def shard_dir(self, work: Location) -> Location:
+        return workdir.join(work, self.shard_rel)
+
+    def done(self, work: Location) -> bool:
+        if isinstance(work, Path):
+            return (self.shard_dir(work) / "meta.json").is_file()
+        return workdir.exists(work, f"{self.shard_rel}/meta.json")
 
     def label(self) -> str:
         return f"{self.model_id}@{self.layer}:{self.unit_start}-{self.unit_stop - 1} {self.technique}"
@@ -89,15 +100,17 @@ def unit_ranges(units: list[int]) -> list[tuple[int, int]]:
     return [tuple(r) for r in ranges]
 
 
-def write_shard(work: Path, job: Job, tables: dict[str, pa.Table], meta: dict) -> Path:
+def write_shard(work: Location, job: Job, tables: dict[str, pa.Table], meta: dict) -> Location:
     """Writes the shard under a temporary name in the same folder, then renames it into place."""
+    if not isinstance(work, Path):
+        return _write_remote_shard(work, job, tables, meta)
     final = job.shard_dir(work)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         for name, table in tables.items():
             pq.write_table(table, tmp / f"{name}.parquet")
-        record = {**asdict(job), "key": job.key, "params": json.loads(job.params), "finished_at": time.time(), **meta}
+        record = _meta_record(job, meta)
         (tmp / "meta.json").write_text(json.dumps(record, indent=1))
         _fsync_tree(tmp)
         try:
@@ -110,6 +123,31 @@ def write_shard(work: Path, job: Job, tables: dict[str, pa.Table], meta: dict) -
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _meta_record(job: Job, meta: dict) -> dict:
+    return {**asdict(job), "key": job.key, "params": json.loads(job.params), "finished_at": time.time(), **meta}
+
+
+def _write_remote_shard(work: str, job: Job, tables: dict[str, pa.Table], meta: dict) -> str:
+    """An object store has no rename, so meta.json is the commit marker: the Parquet files are written under
+    the final prefix first, then meta.json last, and a shard counts as finished (done(), finished_shards(),
+    ingest) only once its meta.json exists. Each PUT is whole and S3 reads after writes are strongly
+    consistent, so a visible meta.json means every file before it is complete. A job killed halfway leaves
+    Parquet files without a marker: invisible, and overwritten under the same names when the job runs again.
+    (A temporary prefix then a copy would cost a second transfer of every file and the copy would not be
+    atomic either, so it would still need a marker: no safer, twice the traffic.)"""
+    from io import BytesIO
+
+    if job.done(work):  # an identical job (a retry that outlived its timeout) committed it already
+        return job.shard_dir(work)
+    for name, table in tables.items():
+        buffer = BytesIO()
+        pq.write_table(table, buffer)
+        workdir.write_bytes(work, f"{job.shard_rel}/{name}.parquet", buffer.getvalue())
+    record = _meta_record(job, meta)
+    workdir.write_bytes(work, f"{job.shard_rel}/meta.json", json.dumps(record, indent=1).encode())
+    return job.shard_dir(work)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -133,8 +171,12 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def finished_shards(work: Path) -> list[Path]:
+def finished_shards(work: Location) -> list[Location]:
     """Every complete shard folder (temporary folders of interrupted jobs are ignored)."""
+    if not isinstance(work, Path):
+        fs, base = workdir.filesystem(work)
+        found = fs.glob(f"{base}/shards/*/*/*/*/meta.json")
+        return sorted(f"{work}/{p[len(base) + 1:].rsplit('/', 1)[0]}" for p in found)
     root = work / "shards"
     if not root.is_dir():
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -15,10 +16,10 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
-from precompute import dataset_examples, featurevis, stats, tuning
+from precompute import dataset_examples, featurevis, stats, tuning, workdir
 from precompute.dataset_pass import dataset_pass, normalise
 from precompute.datasets import Dataset, open_dataset
-from precompute.jobs import Job, plan, slug, write_json, write_atomic, write_shard
+from precompute.jobs import Job, plan, slug, write_shard
 from precompute.layers import Geometry, geometry, with_layers
 from precompute.models import ModelSpec, Overrides, build, resolve
 from store import pictures
@@ -33,6 +34,7 @@ TECHNIQUES = (*PASS_TECHNIQUES, *JOB_TECHNIQUES)
 # What `--techniques default` computes: everything but feature visualisation, which costs seconds per unit
 # on a CPU (ask for it by name, or with `all`).
 DEFAULT_TECHNIQUES = ("stats", "dataset", "tuning")
+EXECUTORS = ("local", "ray")
 
 
 class UsageError(ValueError):
@@ -54,13 +56,15 @@ class Request:
     reservoir: int = 20_000
     max_images: int | None = None  # use only the first N dataset items (quick runs and tests)
     options: dict = field(default_factory=dict)  # technique settings from the command line (JOB_TECHNIQUES)
-    work: Path | None = None
+    work: Path | str | None = None  # a local path, or an object-store URL such as s3://bucket/prefix
     overrides: Overrides = field(default_factory=Overrides)
     progress: bool = True
+    executor: str = "local"  # local (in this process) or ray
+    address: str | None = None  # the Ray cluster to join; None starts a local one
 
     @property
-    def work_dir(self) -> Path:
-        return self.work or self.store.parent / "work"
+    def work_dir(self) -> workdir.Location:
+        return workdir.location(self.work) or self.store.parent / "work"
 
 
 def parse_units(text: str, count: int, layer: str) -> list[int]:
@@ -113,15 +117,13 @@ def check_device(name: str) -> torch.device:
 
 
 def precompute(req: Request) -> dict:
-    """Runs every pending job of the request and ingests the store; returns a summary."""
+    """Runs every pending job of the request and ingests the store; returns a summary. Jobs that failed on
+    Ray after their retries are listed under "failed"; the store still holds every finished shard."""
     techniques = parse_techniques(req.techniques)
-    device = check_device(req.device)
-    dataset = open_dataset(req.dataset)
-    if req.max_images:
-        dataset.items = dataset.items[: req.max_images]
-    spec = resolve(req.model, req.overrides)
-    model = build(spec, pretrained=True, device=device)
-    spec = with_layers(spec, model)
+    if req.executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {req.executor!r}; available: {', '.join(EXECUTORS)}")
+    device = check_device(req.device) if req.executor == "local" else driver_device(req.device)
+    model, spec, dataset = load(req, device)
     layers = select_layers(req.layers, spec)
     units = {name: parse_units(req.units, spec.layer(name).units, name) for name in layers}
 
@@ -131,20 +133,96 @@ def precompute(req: Request) -> dict:
     jobs = plan(spec.id, units, techniques, params)
     pending = [job for job in jobs if not job.done(work)]
     started = time.time()
-    pass_jobs = [job for job in pending if job.technique in PASS_TECHNIQUES]
-    if pass_jobs:
-        run_pass_jobs(model, spec, geo, dataset, pass_jobs, req, device)
-    context = Context(model, spec, geo, dataset, device, req)
-    for job in tqdm([j for j in pending if j.technique in JOB_TECHNIQUES], desc="jobs", unit="job",
-                    disable=not req.progress):
-        job_started = time.time()
-        tables = JOB_TECHNIQUES[job.technique].run(context, job)
-        write_shard(work, job, tables, {"seed": req.seed, "device": str(device),
-                                        "seconds": round(time.time() - job_started, 2)})
-    summary = {"model": spec.id, "jobs": len(jobs), "ran": len(pending), "skipped": len(jobs) - len(pending),
+    failed: list[dict] = []
+    if req.executor == "ray":
+        from precompute import ray_executor
+
+        failed = ray_executor.run(req, group_jobs(pending), geo)
+    else:
+        _CONTEXTS[_context_key(req)] = Context(model, spec, geo, dataset, device, req)
+        try:
+            pass_jobs = tuple(job for job in pending if job.technique in PASS_TECHNIQUES)
+            if pass_jobs:
+                run_jobs(req, pass_jobs, geo)
+            for job in tqdm([j for j in pending if j.technique in JOB_TECHNIQUES], desc="jobs", unit="job",
+                            disable=not req.progress):
+                run_jobs(req, (job,), geo)
+        finally:
+            _CONTEXTS.clear()
+    summary = {"model": spec.id, "jobs": len(jobs), "ran": len(pending) - len(failed),
+               "skipped": len(jobs) - len(pending), "failed": failed,
                "images_skipped": dataset.skipped, "seconds": round(time.time() - started, 1)}
     summary["store"] = ingest(work, req.store, progress=req.progress)
     return summary
+
+
+def driver_device(name: str) -> torch.device:
+    """Where a Ray driver builds the model to plan jobs and measure layer geometry. Workers run the jobs on the
+    requested device; the driver may have no GPU at all (a laptop submitting to a cluster), and map sizes and
+    receptive fields do not depend on the device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad device {name!r}: expected cpu, cuda or cuda:N") from None
+    return device if device.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
+
+
+def load(req: Request, device: torch.device) -> tuple[torch.nn.Module, ModelSpec, Dataset]:
+    dataset = open_dataset(req.dataset)
+    if req.max_images:
+        dataset.items = dataset.items[: req.max_images]
+    spec = resolve(req.model, req.overrides)
+    model = build(spec, pretrained=True, device=device)
+    return model, with_layers(spec, model), dataset
+
+
+def group_jobs(jobs: list[Job]) -> list[tuple[Job, ...]]:
+    """Jobs as units of work for a cluster: the pass jobs of each layer together (one streaming pass over the
+    dataset computes all of them; per layer, so that layers spread over workers), every other job alone."""
+    by_layer: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.technique in PASS_TECHNIQUES:
+            by_layer[job.layer].append(job)
+    return [tuple(group) for group in by_layer.values()] + [(job,) for job in jobs if job.technique in JOB_TECHNIQUES]
+
+
+# The context of the request being run, per process: a Ray worker process runs many jobs of one request and
+# builds the model and opens the dataset once. One entry, so a long-lived worker holds one model at a time.
+_CONTEXTS: dict[str, Context] = {}
+
+
+def _context_key(req: Request) -> str:
+    return repr(dataclasses.replace(req, progress=False))
+
+
+def job_context(req: Request, geo: dict[str, Geometry]) -> Context:
+    """The model, dataset and geometry that the request's jobs run with, built on first use in this process."""
+    key = _context_key(req)
+    if key not in _CONTEXTS:
+        device = check_device(req.device)
+        model, spec, dataset = load(req, device)
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = Context(model, spec, geo, dataset, device, req)
+    return _CONTEXTS[key]
+
+
+def run_jobs(req: Request, jobs: tuple[Job, ...], geo: dict[str, Geometry]) -> None:
+    """The job function of every executor: runs the jobs given by their keys, for the request, and writes one
+    shard per job. Pass jobs (of any layers) share one streaming pass over the dataset; the others run one by
+    one. Jobs whose shard exists are skipped, so a task retried after a worker died midway, or run again by a
+    restarted driver, writes no shard twice."""
+    ctx = job_context(req, geo)
+    work = req.work_dir
+    jobs = tuple(job for job in jobs if not job.done(work))
+    pass_jobs = [job for job in jobs if job.technique in PASS_TECHNIQUES]
+    if pass_jobs:
+        run_pass_jobs(ctx.model, ctx.spec, ctx.geometry, ctx.dataset, pass_jobs, req, ctx.device)
+    for job in jobs:
+        if job.technique in JOB_TECHNIQUES:
+            job_started = time.time()
+            tables = JOB_TECHNIQUES[job.technique].run(ctx, job)
+            write_shard(work, job, tables, {"seed": req.seed, "device": str(ctx.device),
+                                            "seconds": round(time.time() - job_started, 2)})
 
 
 @dataclass(frozen=True)
@@ -177,11 +255,11 @@ def technique_params(technique: str, req: Request, spec: ModelSpec, dataset: Dat
     return params
 
 
-def model_geometry(model, spec: ModelSpec, dataset: Dataset, work: Path, device) -> dict[str, Geometry]:
+def model_geometry(model, spec: ModelSpec, dataset: Dataset, work: workdir.Location, device) -> dict[str, Geometry]:
     """Map sizes and receptive fields of every layer, cached in the work folder's model record."""
-    path = work / "models" / f"{slug(spec.id)}.json"
+    rel = f"models/{slug(spec.id)}.json"
     record = spec.to_json()
-    cached = json.loads(path.read_text()) if path.is_file() else {}
+    cached = json.loads(workdir.read_text(work, rel) or "{}")
     known = {layer["name"]: layer for layer in cached.get("layers", []) if "rf_px" in layer}
     if all(layer.name in known for layer in spec.layers) and cached.get("input_size") == spec.input_size:
         geo = {n: Geometry(known[n]["height"], known[n]["width"], known[n]["rf_px"]) for n in known}
@@ -193,7 +271,7 @@ def model_geometry(model, spec: ModelSpec, dataset: Dataset, work: Path, device)
     for layer in record["layers"]:
         g = geo[layer["name"]]
         layer.update(height=g.height, width=g.width, rf_px=g.rf_px)
-    write_json(path, record)
+    workdir.write_bytes(work, rel, json.dumps(record, indent=1).encode())
     return geo
 
 
@@ -219,17 +297,19 @@ def run_pass_jobs(model, spec: ModelSpec, geo, dataset: Dataset, jobs: list[Job]
         write_shard(req.work_dir, job, tables, meta)
 
 
-def example_tables(record, spec: ModelSpec, job: Job, dataset: Dataset, dataset_key: str, work: Path) -> dict:
+def example_tables(record, spec: ModelSpec, job: Job, dataset: Dataset, dataset_key: str,
+                   work: workdir.Location) -> dict:
     """The dataset technique's rows, its thumbnails, and the images they show (written once per dataset)."""
     examples = dataset_examples.rows(record, spec.id, job.layer, job.unit_start, job.unit_stop, job.key,
                                      image_id=lambda i: f"{dataset_key}:{i}")
     listing = {"image_id": [], "dataset": [], "source": [], "path": []}
     missing = []
+    stored = workdir.names_under(work, f"images/{dataset_key}")
     for image_id in sorted(dataset_examples.referenced_images(examples)):
         index = int(image_id.rsplit(":", 1)[1])
         rel = f"images/{dataset_key}/{index:07d}.webp"
-        if not (work / rel).exists():  # dataset images are shared by every layer's jobs: encode each once
-            missing.append((index, work / rel))
+        if rel not in stored:  # dataset images are shared by every layer's jobs: encode each once
+            missing.append((index, rel))
         for key, value in zip(listing, (image_id, dataset.name, dataset.source(index), rel)):
             listing[key].append(value)
     top = examples.filter(pc.and_(pc.equal(examples["kind"], "top"), pc.equal(examples["rank"], 0))).to_pylist()
@@ -242,8 +322,8 @@ def example_tables(record, spec: ModelSpec, job: Job, dataset: Dataset, dataset_
         return [(r["unit"], pictures.encode(pictures.crop(image, r["box"], dataset_examples.THUMB_PX)))
                 for r in tops_by_image[index]]
 
-    def store_image(item: tuple[int, Path]) -> None:
-        write_atomic(item[1], pictures.encode(dataset.load(item[0], spec.input_size)))
+    def store_image(item: tuple[int, str]) -> None:
+        workdir.write_bytes(work, item[1], pictures.encode(dataset.load(item[0], spec.input_size)))
 
     # PIL releases the GIL while it resizes and encodes: spread the image work over the cores.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib.resources import files
@@ -46,9 +47,19 @@ def exclusive(store: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ingest(work: Path, store: Path, progress: bool = True) -> dict:
-    """Rebuilds `store` from every finished shard under `work`; returns row counts per table."""
+def ingest(work: Path | str, store: Path, progress: bool = True) -> dict:
+    """Rebuilds `store` from every finished shard under `work` (a folder, or an object-store URL such as
+    s3://bucket/prefix); returns row counts per table."""
     from precompute.jobs import finished_shards  # shard layout is precompute's; reading it is ingest's job
+    from precompute.workdir import download, is_url
+
+    if is_url(work):
+        # DuckDB cannot read s3:// here without its httpfs extension, which is downloaded at run time (see
+        # DESIGN.md): fetch the committed shards into a local folder beside the store, ingest, then drop it.
+        store.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{store.name}.work-", dir=store.parent) as local:
+            download(work, Path(local), progress)
+            return ingest(Path(local), store, progress)
 
     shards = finished_shards(work)
     models = sorted((work / "models").glob("*.json")) if (work / "models").is_dir() else []

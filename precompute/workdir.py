@@ -1,0 +1,112 @@
+"""The work folder, wherever it lives: a local (or shared, e.g. NFS) path, or an object-store URL such as
+`s3://bucket/prefix`, reached through fsspec so that every Ray worker can write shards into it.
+
+A local folder is a `Path` and keeps the rename-based writes of `precompute.jobs`; a URL stays a `str`.
+Object stores are configured the standard ways, nothing Microscope-specific: for S3, credentials and the
+endpoint come from the AWS chain that botocore reads (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
+`AWS_PROFILE`, an instance role; `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` for an S3-compatible server),
+and any s3fs option from fsspec's `FSSPEC_S3_<OPTION>` variables (`FSSPEC_S3_ENDPOINT_URL`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+Location = Path | str
+
+
+def location(value: str | Path | None) -> Location | None:
+    """A URL (`scheme://...`) stays a string: `Path` would fold its `//`. Anything else is a local path."""
+    if value is None or isinstance(value, Path):
+        return value
+    return value.rstrip("/") if "://" in value else Path(value)
+
+
+def is_url(work: Location) -> bool:
+    return isinstance(work, str) and "://" in work
+
+
+def filesystem(url: str):
+    """The fsspec filesystem of a URL and the URL's path inside it.
+
+    Listings are not cached: other processes (workers, an earlier driver) add shards while this one runs, and
+    a stale listing would make a finished shard look missing and run its job again."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    fs = fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
+    return fs, fs._strip_protocol(url)
+
+
+def join(work: Location, rel: str) -> Location:
+    return work / rel if isinstance(work, Path) else f"{work}/{rel}"
+
+
+def exists(work: Location, rel: str) -> bool:
+    if isinstance(work, Path):
+        return (work / rel).exists()
+    fs, root = filesystem(work)
+    return fs.exists(f"{root}/{rel}")
+
+
+def read_text(work: Location, rel: str) -> str | None:
+    """The file's text, or None where there is none."""
+    if isinstance(work, Path):
+        path = work / rel
+        return path.read_text() if path.is_file() else None
+    fs, root = filesystem(work)
+    try:
+        return fs.cat_file(f"{root}/{rel}").decode()
+    except FileNotFoundError:
+        return None
+
+
+def write_bytes(work: Location, rel: str, data: bytes) -> None:
+    """Writes one file whole. Locally: a temporary name, then a rename over any file of the same name. On an
+    object store one PUT is already all-or-nothing: readers see the old object or the new one, never a part."""
+    if isinstance(work, Path):
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return
+    fs, root = filesystem(work)
+    fs.pipe_file(f"{root}/{rel}", data)
+
+
+def names_under(work: Location, rel: str) -> set[str]:
+    """Relative paths of the files under a folder, found with one listing (not one request per file)."""
+    if isinstance(work, Path):
+        base = work / rel
+        return {p.relative_to(work).as_posix() for p in base.rglob("*") if p.is_file()} if base.is_dir() else set()
+    fs, root = filesystem(work)
+    return {p[len(root) + 1:] for p in fs.find(f"{root}/{rel}")}
+
+
+def download(url: str, local: Path, progress: bool = True) -> None:
+    """Copies what ingest reads from an object-store work folder into a local one: the model records, the
+    committed shards (those with a meta.json; files of unfinished jobs stay behind) and the dataset images."""
+    from tqdm import tqdm
+
+    from precompute.jobs import finished_shards
+
+    fs, root = filesystem(url)
+    committed = tuple(f"{shard[len(url) + 1:]}/" for shard in finished_shards(url))
+    wanted = []
+    for top in ("models", "shards", "images"):
+        for path in fs.find(f"{root}/{top}"):
+            rel = path[len(root) + 1:]
+            if top != "shards" or rel.startswith(committed):
+                wanted.append(rel)
+    bar = tqdm(total=len(wanted), desc=f"fetching {url}", unit="file", disable=not progress)
+    for start in range(0, len(wanted), 256):  # fsspec fetches a list of files concurrently
+        batch = wanted[start:start + 256]
+        fetched = fs.cat([f"{root}/{rel}" for rel in batch], on_error="raise")
+        for rel in batch:
+            target = local / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(fetched[f"{root}/{rel}"])
+        bar.update(len(batch))
+    bar.close()
