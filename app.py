@@ -19,6 +19,8 @@ if not admitted:
 access.restore_deep_link()
 key = chrome.open_store()
 chrome.frame(key)
+if not chrome.is_embed():
+    access.account()
 if key is not None:
     try:
         page.run()

@@ -69,7 +69,7 @@ def admitted() -> bool:
 
 def gate() -> None:
     """What a visitor who may not enter sees instead of the app: a sign-in, or why access is denied."""
-    st.title("🔬 Microscope")
+    st.title("Microscope")
     if not login_configured():
         st.error("An allowlist (`MICROSCOPE_ALLOWED` or `[microscope] allowed`) is set but no login is configured, "
                  "so nobody can be checked against it.", icon=":material/lock:")
@@ -110,3 +110,13 @@ def restore_deep_link() -> None:
       const here = window.location.pathname + window.location.search;
       if (next && next.startsWith("/") && !next.startsWith("//") && next !== here) window.location.replace(next);
     </script>""", unsafe_allow_javascript=True)
+
+
+def account() -> None:
+    """Who is signed in, and a way out, in the sidebar (with login configured)."""
+    if not login_configured():
+        return
+    with st.sidebar:
+        st.caption(f"Signed in as {_user().get('email')}")
+        if st.button("Sign out", icon=":material/logout:", key="_microscope_sign_out"):
+            st.logout()

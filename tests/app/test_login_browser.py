@@ -1,0 +1,162 @@
+"""Sign-in against a real OpenID Connect provider on loopback (oidc-provider-mock), in a real browser.
+
+Signed out, every deep link shows the sign-in gate and nothing of the store; signing in lands on the view the
+link named; a signed-in user who is not on the allowlist is told so and can sign out."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.app, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+MODEL_ID = "tiny net/v1&x"  # the fixture store's model (tests/app/conftest.py)
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("MICROSCOPE_REQUIRE_BROWSER"):
+        raise RuntimeError(f"MICROSCOPE_REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt install chromium)")
+    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+oidc_provider_mock = pytest.importorskip("oidc_provider_mock")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def provider():
+    with oidc_provider_mock.run_server_in_thread(port=0) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture(scope="module")
+def server(app_store, provider, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("login_server")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    secrets = folder / "secrets.toml"
+    secrets.write_text(f"""
+[auth]
+redirect_uri = "{base}/oauth2callback"
+cookie_secret = "a-test-cookie-secret-of-enough-length"
+client_id = "microscope"
+client_secret = "microscope-secret"
+server_metadata_url = "{provider}/.well-known/openid-configuration"
+
+[microscope]
+allowed = ["@lab.org"]
+""")
+    env = {k: v for k, v in os.environ.items() if k != "MICROSCOPE_ALLOWED"}
+    log = open(folder / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+         "--secrets.files", str(secrets)],
+        cwd=ROOT, env={**env, "MICROSCOPE_STORE": str(app_store)}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not come up: {(folder / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def sign_in(page, email: str) -> None:
+    """Through the gate's button and the provider's own form (a new subject gets `email` = the subject)."""
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("input[name=sub]").fill(email)
+    page.get_by_role("button", name="Authorize").click()
+
+
+UNIT = {"model": MODEL_ID, "layer": "2", "unit": 3}
+DEEP_LINKS = [f"/unit?{urlencode(UNIT)}", f"/unit?{urlencode({**UNIT, 'view': 'stats'})}",
+              f"/unit?{urlencode({**UNIT, 'embed': 1})}", f"/layer?{urlencode({'model': MODEL_ID, 'layer': '6'})}",
+              f"/model?{urlencode({'model': MODEL_ID})}", "/search", "/"]
+
+
+def test_signed_out_every_deep_link_shows_only_the_gate(server, browser):
+    context = browser.new_context()
+    page = context.new_page()
+    for link in DEEP_LINKS:
+        page.goto(server + link)
+        page.get_by_role("button", name="Sign in").wait_for(timeout=30_000)
+        page.wait_for_timeout(500)  # anything a page would draw comes in the same run as the gate, before it ends
+        body = page.locator("body").inner_text()
+        assert MODEL_ID not in body and "You are here" not in body and "Store" not in body, link
+        assert page.locator("main img").count() == 0, link
+        assert page.locator('[data-testid="stSidebarNav"]').count() == 0, link
+    context.close()
+
+
+def test_sign_in_lands_on_the_deep_linked_unit(server, browser, tmp_path):
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    page.goto(f"{server}/unit?{urlencode({**UNIT, 'view': 'stats'})}")
+    sign_in(page, "ada@lab.org")
+    page.get_by_role("heading", name=f"{MODEL_ID}@2:3").wait_for(timeout=30_000)
+    page.wait_for_url(lambda url: "unit=3" in url and "view=stats" in url and "layer=2" in url, timeout=10_000)
+    expect(page.get_by_text("Signed in as ada@lab.org")).to_be_visible(timeout=10_000)
+    page.screenshot(path=str(tmp_path / "signed-in.png"))
+
+    # The identity cookie holds for the browser: another deep link opens straight away.
+    page.goto(f"{server}/layer?{urlencode({'model': MODEL_ID, 'layer': '0'})}")
+    page.locator("a.ms-tile").first.wait_for(timeout=30_000)
+    context.close()
+
+
+def test_a_user_not_on_the_allowlist_is_denied(server, browser, tmp_path):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server}/layer?{urlencode({'model': MODEL_ID, 'layer': '0'})}")
+    sign_in(page, "eve@elsewhere.com")
+    page.get_by_text("Access denied").wait_for(timeout=30_000)
+    assert "eve@elsewhere.com is not on this Microscope's allowlist" in page.locator("body").inner_text()
+    page.wait_for_timeout(500)
+    assert page.locator("a.ms-tile").count() == 0 and page.locator("main img").count() == 0
+    assert MODEL_ID not in page.locator("body").inner_text()
+
+    page.screenshot(path=str(tmp_path / "denied.png"))
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(lambda url: not url.startswith(server), timeout=30_000)  # the provider's sign-out
+    page.goto(server + "/")
+    page.get_by_role("button", name="Sign in").wait_for(timeout=30_000)  # the identity cookie is gone
+    context.close()
