@@ -54,3 +54,17 @@ def run(model: nn.Module, x: torch.Tensor, outputs: dict[str, torch.Tensor]) -> 
     except StopForward:
         pass
     return dict(outputs)
+
+
+@contextmanager
+def substitute(model: nn.Module, path: str, replace) -> Iterator[None]:
+    """Inside the block, the output of module `path` becomes `replace(output)` (where that returns a tensor;
+    None keeps the output). Used to feed chosen activations into the rest of the network."""
+    modules = dict(model.named_modules())
+    if path not in modules:
+        raise KeyError(f"no module named {path!r}")
+    handle = modules[path].register_forward_hook(lambda _module, _inputs, output: replace(output))
+    try:
+        yield
+    finally:
+        handle.remove()

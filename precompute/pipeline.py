@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
-from precompute import dataset_examples, featurevis, stats, tuning, workdir
+from precompute import circuits, dataset_examples, featurevis, stats, tuning, workdir
 from precompute.dataset_pass import dataset_pass, normalise
 from precompute.datasets import Dataset, open_dataset
 from precompute.jobs import Job, plan, slug, write_shard
@@ -29,11 +29,11 @@ from store.ingest import ingest
 PASS_TECHNIQUES = {"stats": stats, "dataset": dataset_examples}
 # Techniques whose jobs run one by one: modules with VERSION, params(req, spec) -> dict of the settings
 # that determine the result, and run(ctx, job) -> {table name in store/schema.sql: pyarrow.Table}.
-JOB_TECHNIQUES: dict = {"tuning": tuning, "featurevis": featurevis}
+JOB_TECHNIQUES: dict = {"tuning": tuning, "featurevis": featurevis, "circuits": circuits}
 TECHNIQUES = (*PASS_TECHNIQUES, *JOB_TECHNIQUES)
 # What `--techniques default` computes: everything but feature visualisation, which costs seconds per unit
-# on a CPU (ask for it by name, or with `all`).
-DEFAULT_TECHNIQUES = ("stats", "dataset", "tuning")
+# on a CPU (ask for it by name, or with `all`). Circuits cost about a minute of CPU for the bundled model.
+DEFAULT_TECHNIQUES = ("stats", "dataset", "tuning", "circuits")
 EXECUTORS = ("local", "ray")
 
 

@@ -161,6 +161,7 @@ class Store:
             "tuning": self.tuning_record(model_id, layer, unit),
             "featurevis": [{k: v for k, v in row.items() if k != "image"}
                            for row in self.unit_featurevis(model_id, layer, unit, with_images=False)] or None,
+            "circuits": self.circuits_record(model_id, layer, unit),
             "provenance": self.unit_runs(model_id, layer, unit),
         }
 
@@ -277,6 +278,55 @@ class Store:
             LIMIT ?
         """, [axis, model_id, family, layer, layer, float(min_selectivity), min_relative, min_relative,
               lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, int(limit)])
+
+    # ---- circuits ------------------------------------------------------------------------------------------
+
+    def unit_circuits(self, model_id: str, layer: str, unit: int) -> list[dict]:
+        """A unit's stored neighbours: inputs per source layer, then outputs; strongest positive first within
+        each, then strongest negative; `kernel` is float32 bytes (kernel_h x kernel_w)."""
+        if not self.has_table("circuits"):
+            return []
+        return self._rows("""
+            SELECT direction, other_layer, hops, other_unit, rank, weight, norm, kernel_h, kernel_w, kernel, run_id
+            FROM circuits WHERE model_id = ? AND layer = ? AND unit = ?
+            ORDER BY direction, hops, other_layer, weight < 0, rank
+        """, [model_id, layer, unit])
+
+    def circuit_paths(self, model_id: str, layer: str) -> list[dict]:
+        """The layers this layer has weights from (nearest first), each with status ok, not_linear or error and
+        the reason, and the kernels' window and full extent."""
+        if not self.has_table("circuit_paths"):
+            return []
+        return self._rows("""
+            SELECT source, hops, status, message, kernel_h, kernel_w, support_h, support_w, run_id
+            FROM circuit_paths WHERE model_id = ? AND layer = ? ORDER BY hops
+        """, [model_id, layer])
+
+    def circuit_matrix(self, model_id: str, layer: str, source: str) -> pd.DataFrame:
+        """The weight matrix from `source` into `layer`: one row per unit of the layer (`unit`, `weights`: a
+        list with one signed weight per source unit); empty where none is stored."""
+        if not self.has_table("circuit_matrix"):
+            return pd.DataFrame({"unit": [], "weights": []})
+        return self._frame("SELECT unit, weights FROM circuit_matrix WHERE model_id = ? AND layer = ? AND source = ? "
+                           "ORDER BY unit", [model_id, layer, source])
+
+    def circuits_record(self, model_id: str, layer: str, unit: int) -> dict | None:
+        """The JSON view: `inputs` (from the adjacent layer before) and `outputs` (into the next layer), lists
+        of {layer, unit, weight, norm} strongest (absolute weight) first; `expanded`: inputs from layers further
+        back, keyed by layer; `kernels` are left out."""
+        rows = self.unit_circuits(model_id, layer, unit)
+        if not rows:
+            return None
+        record: dict = {"inputs": [], "outputs": [], "expanded": {}}
+        for r in sorted(rows, key=lambda r: (-abs(r["weight"]), r["other_layer"], r["other_unit"])):
+            item = {"layer": r["other_layer"], "unit": r["other_unit"], "weight": r["weight"], "norm": r["norm"]}
+            if r["direction"] == "output":
+                record["outputs"].append(item)
+            elif r["hops"] == 1:
+                record["inputs"].append(item)
+            else:
+                record["expanded"].setdefault(r["other_layer"], []).append(item)
+        return record
 
     # ---- search and summary ------------------------------------------------------------------------------
 

@@ -149,3 +149,52 @@ CREATE TABLE layer_visuals (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, technique, facet)
 );
+
+-- Circuits (technique `circuits`): the weights between units of neighbouring layers, nonlinearities set aside
+-- ("Visualizing Weights", Distill 2021; precompute/circuits.py). Per unit, its strongest input neighbours in
+-- each of the layers before it (hops 1: the adjacent layer; more: expanded weights through the layers between)
+-- and its strongest output neighbours in the next layer, each with the kernel that connects them.
+CREATE TABLE circuits (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    direction VARCHAR NOT NULL,       -- input: other_layer feeds this unit; output: this unit feeds other_layer
+    other_layer VARCHAR NOT NULL,
+    hops INTEGER NOT NULL,            -- layers from the input side to the output side (1: adjacent)
+    other_unit INTEGER NOT NULL,
+    rank INTEGER NOT NULL,            -- 0: strongest, within the weight's sign
+    weight DOUBLE NOT NULL,           -- signed sum of the kernel: the response to a uniform unit input
+    norm DOUBLE NOT NULL,             -- L2 norm of the kernel
+    kernel_h INTEGER NOT NULL,
+    kernel_w INTEGER NOT NULL,
+    kernel BLOB NOT NULL,             -- float32 little-endian, row-major kernel_h x kernel_w, in input-map cells
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit, direction, other_layer, other_unit)
+);
+
+-- The whole weight matrix between a layer and each source it has weights from: one row per unit of the layer.
+CREATE TABLE circuit_matrix (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    source VARCHAR NOT NULL,
+    hops INTEGER NOT NULL,
+    weights FLOAT[] NOT NULL,         -- signed kernel sums, one per unit of the source layer
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit, source)
+);
+
+-- Per layer and source: whether the path is linear (status ok | not_linear | error, with the reason) and
+-- the kernels' window (cut to at most precompute.circuits.MAX_KERNEL cells a side) and full extent.
+CREATE TABLE circuit_paths (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    hops INTEGER NOT NULL,
+    status VARCHAR NOT NULL,
+    message VARCHAR,
+    kernel_h INTEGER, kernel_w INTEGER,
+    support_h INTEGER, support_w INTEGER,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, source)
+);
