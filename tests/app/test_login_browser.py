@@ -140,6 +140,9 @@ def test_sign_in_lands_on_the_deep_linked_unit(server, browser, tmp_path):
     # The identity cookie holds for the browser: another deep link opens straight away.
     page.goto(f"{server}/layer?{urlencode({'model': MODEL_ID, 'layer': '0'})}")
     page.locator("a.ms-tile").first.wait_for(timeout=30_000)
+    # Store images are inlined in the page run: none is served from Streamlit's /media route, which no login guards.
+    sources = page.locator("main img").evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))")
+    assert sources and all(src.startswith("data:image/") for src in sources)
     context.close()
 
 
