@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from dashboard import data, html, links, params, tuning_search
+from dashboard import circuit_matrix, data, html, lens_circuits, links, params, tuning_search
 from store.queries import STAT_COLUMNS
 
 PER_PAGE = 128
@@ -92,6 +92,7 @@ if visuals:
             tiles.append({"src": html.data_uri(v["source_image"]), "caption": "photo", "source": v["source"]})
         tiles.append({"src": html.data_uri(v["image"]), "caption": v["technique"], "source": v["source"]})
     st.html(html.examples(tiles))
+circuit_matrix.render(key, mid, layer, lens_circuits.paths(key, mid, name))
 if layer["dataset_units"] < layer["units"]:
     st.caption(f"Dataset examples were computed for {layer['dataset_units']:,} of {layer['units']:,} units; "
                "the others show a blank tile.")

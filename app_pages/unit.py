@@ -31,7 +31,8 @@ if requested and requested not in LENSES:
                f"Views: {', '.join(LENSES)}.")
 # Prev/next keep the lens and the heatmap switch (the dataset lens binds it to `heat`).
 keep = {"view": view if view != DEFAULT else None,
-        "heat": "false" if st.query_params.get("heat") == "false" else None}
+        "heat": "false" if st.query_params.get("heat") == "false" else None,
+        "source": st.query_params.get("source") if view == "circuits" else None}
 
 if not embed:
     row = nav.container(horizontal=True, vertical_alignment="center")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from dashboard import lens_dataset, lens_featurevis, lens_stats, lens_tuning
+from dashboard import lens_circuits, lens_dataset, lens_featurevis, lens_stats, lens_tuning
 from dashboard.params import UnitRef
 
 
@@ -21,5 +21,6 @@ LENSES = {
     "featurevis": Lens("Feature visualisation", lens_featurevis.render),
     "stats": Lens("Statistics", lens_stats.render),
     "tuning": Lens("Tuning curves", lens_tuning.render),
+    "circuits": Lens("Circuit neighbours", lens_circuits.render),
 }
 DEFAULT = "dataset"

@@ -1,0 +1,261 @@
+"""Weights between units (precompute/circuits.py): planted weights come back exactly, expanded weights of linear
+stacks equal the composed kernel and a brute-force Jacobian, bad pairs and nonlinear paths get clear errors,
+and the technique's rows reach `microscope unit --json`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from precompute.circuits import CircuitError, NotLinearPath, expanded_weights, strongest
+
+
+def planted() -> nn.Sequential:
+    """Layer "0": 4 units; layer "2": 3 units, each reading layer 0 through a hand-set 3x3 kernel."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).double()
+    with torch.no_grad():
+        w = torch.zeros(3, 4, 3, 3, dtype=torch.float64)
+        w[0, 2] = 1.0                      # unit 0: strongly excited by unit 2 (sum 9)
+        w[0, 1, 1, 1] = -4.0               # ... inhibited by unit 1 (sum -4)
+        w[0, 3, 0, :] = 0.5                # ... a little excited by unit 3 (sum 1.5)
+        w[1, 0] = torch.tensor([[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]])  # unit 1: an edge of unit 0, sum 0
+        w[1, 3, 2, 2] = -0.25
+        w[2, :, 1, 1] = torch.tensor([0.1, -0.2, 0.3, -0.4])
+        model[2].weight.copy_(w)
+        model[2].bias.fill_(5.0)  # a bias is no weight between units
+    return model.eval()
+
+
+def test_planted_weights_come_back_exactly_with_their_signs():
+    pair = expanded_weights(planted(), "0", "2", 16)
+    w = planted()[2].weight.detach().numpy()
+    assert pair.window[2:] == (3, 3) and pair.support == (3, 3) and pair.centre == (8, 8)
+    np.testing.assert_allclose(pair.kernels, w, atol=1e-12)
+    np.testing.assert_allclose(pair.weights, w.sum(axis=(2, 3)), atol=1e-12)
+    np.testing.assert_allclose(pair.norms, np.sqrt((w ** 2).sum(axis=(2, 3))), atol=1e-12)
+    positive, negative = strongest(pair.weights[0], 16)
+    assert positive.tolist() == [2, 3] and negative.tolist() == [1]
+    positive, negative = strongest(pair.weights[2], 2)
+    assert positive.tolist() == [2, 0] and negative.tolist() == [3, 1]
+    assert pair.weights[1, 0] == 0 and pair.norms[1, 0] > 3  # an edge kernel: no net weight, a strong norm
+
+
+def composed(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The kernel of conv(outer) after conv(inner), both cross-correlations with 'same' padding."""
+    o, m, ka, _ = outer.shape
+    _, i, kb, _ = inner.shape
+    out = np.zeros((o, i, ka + kb - 1, ka + kb - 1))
+    for a in range(ka):
+        for b in range(ka):
+            for c in range(kb):
+                for d in range(kb):
+                    out[:, :, a + c, b + d] += outer[:, :, a, b] @ inner[:, :, c, d]
+    return out
+
+
+def test_expanded_weights_of_a_linear_stack_equal_the_composed_kernel():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(),  # "0": the source
+                          nn.Conv2d(5, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU6(),
+                          nn.Conv2d(6, 4, 3, padding=1)).double().eval()  # "5": the target
+    bn = model[3]
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_()
+    pair = expanded_weights(model, "0", "5", 20)
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
+    inner = model[2].weight.detach().numpy() * scale[:, None, None, None]  # batch norm folded into the conv
+    expected = composed(model[5].weight.detach().numpy(), inner)
+    assert pair.kernels.shape == (4, 5, 5, 5) and pair.window == (8, 8, 5, 5)
+    np.testing.assert_allclose(pair.kernels, expected, atol=1e-10)
+    np.testing.assert_allclose(pair.weights, expected.sum(axis=(2, 3)), atol=1e-10)
+
+
+class Block(nn.Module):
+    """A residual inverted bottleneck: 1x1 expansion, depthwise 3x3, grouped 1x1 projection, max pool on the
+    shortcut side, batch norm everywhere: the kinds of layer expanded weights go through."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(8, 4, 1, groups=2), nn.BatchNorm2d(4))
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+
+    def forward(self, x, linear=False):
+        y = self.expand[1](self.expand[0](x)) if linear else self.expand(x)
+        y = self.dw[1](self.dw[0](y)) if linear else self.dw(y)
+        shortcut = nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False) if linear else self.pool(x)
+        return self.project(y) + shortcut
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.block = Block()
+        self.head = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.block(torch.relu(self.stem(x)))))
+
+
+def test_expanded_weights_equal_a_brute_force_jacobian_of_the_linearised_path():
+    torch.manual_seed(2)
+    net = Net().double().eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_()
+                m.bias.normal_()
+    pair = expanded_weights(net, "stem", "head", 32)  # stem map 16x16, head map 8x8: centre (4, 4)
+
+    def linear(a):  # the same network written out with its nonlinearities removed by hand
+        return net.head(net.block(a, linear=True))[0, :, 4, 4]
+
+    jac = torch.autograd.functional.jacobian(linear, torch.zeros(1, 4, 16, 16, dtype=torch.float64))[:, 0]
+    jac = jac.numpy()
+    top, left, kh, kw = pair.window
+    np.testing.assert_allclose(pair.weights, jac.sum(axis=(2, 3)), atol=1e-10)
+    np.testing.assert_allclose(pair.kernels, jac[:, :, top:top + kh, left:left + kw], atol=1e-10)
+    assert np.abs(jac).sum() == pytest.approx(np.abs(jac[:, :, top:top + kh, left:left + kw]).sum())
+    # Fewer units, or the forward (per source cell) and backward (per unit) routes, give the same numbers.
+    some = expanded_weights(net, "stem", "head", 32, units=[5, 1])
+    np.testing.assert_allclose(some.weights, pair.weights[[5, 1]], atol=1e-10)
+    inner = expanded_weights(net, "stem", "block", 32)
+    tiny_batches = expanded_weights(net, "stem", "block", 32, batch_floats=1)
+    np.testing.assert_allclose(inner.kernels, tiny_batches.kernels, atol=1e-10)
+
+
+class Branches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+class Gate(nn.Module):
+    """Squeeze-excite: the map scaled by a function of itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Conv2d(4, 4, 1)
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.out(x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True))))
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.qkv = nn.Conv2d(4, 12, 1)
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        q, k, v = self.qkv(x).flatten(2).chunk(3, dim=1)
+        attn = torch.softmax(q.transpose(1, 2) @ k / 2.0, dim=-1)
+        return self.out((v @ attn.transpose(1, 2)).reshape(x.shape))
+
+
+class Squared(nn.Module):
+    """A nonlinearity no list names: only the numerical check can catch it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.out(torch.special.expit(x))
+
+
+def test_bad_pairs_get_one_clear_line():
+    model = planted()
+    with pytest.raises(CircuitError, match=r"^layer 0 runs before 2: choose a source layer earlier"):
+        expanded_weights(model, "2", "0", 16)
+    with pytest.raises(CircuitError, match=r"^source and target are the same layer \(2\)"):
+        expanded_weights(model, "2", "2", 16)
+    with pytest.raises(CircuitError, match=r"^no layer '7' in this model"):
+        expanded_weights(model, "0", "7", 16)
+    with pytest.raises(CircuitError, match=r"^unit 3 is out of range for layer 2 \(units 0-2\)"):
+        expanded_weights(model, "0", "2", 16, units=[3])
+    with pytest.raises(CircuitError, match=r"^no path from a to b: the target does not depend on the source"):
+        expanded_weights(Branches(), "a", "b", 8)
+
+
+@pytest.mark.parametrize("model, match", [
+    (Gate(), r"not a linear path: sigmoid in the model bends the activations"),
+    (Attention(), r"not a linear path: .*(multiplies two activations|softmax)"),
+    (Squared(), r"not a linear path from conv to out: the linearised pass is not affine"),
+])
+def test_nonlinear_paths_are_refused(model, match):
+    with pytest.raises(NotLinearPath, match=match):
+        expanded_weights(model.eval(), "conv", "out", 8)
+
+
+def test_bundled_head_reads_the_last_block_through_its_own_kernel():
+    """conv_head is a plain 1x1 convolution of blocks.6: its weights are that convolution's, exactly."""
+    from precompute.models import build, resolve
+
+    model = build(resolve("efficientnet_lite0.bundled"), pretrained=True, device=torch.device("cpu"))
+    pair = expanded_weights(model, "blocks.6", "conv_head", 224, units=list(range(0, 1280, 97)))
+    kernel = model.conv_head.weight.detach().numpy()[pair.units]
+    assert pair.kernels.shape == kernel.shape
+    np.testing.assert_allclose(pair.kernels, kernel, rtol=1e-4, atol=1e-6)
+
+
+PLANTED_FACTORY = '''
+import torch
+from torch import nn
+
+
+def build():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(3, 2, 1))
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(0.01)
+        model[2].weight[0, 2] = 1.0
+        model[2].weight[0, 1, 1, 1] = -4.0
+        model[4].weight[:, :, 0, 0] = torch.tensor([[0.5, -3.0, 0.0], [2.0, 0.0, -1.0]])
+    return model
+'''
+
+
+def test_unit_json_reports_inputs_and_outputs_by_absolute_weight(tmp_path, capsys):
+    from precompute.cli import main
+    from precompute.models import Overrides
+    from precompute.pipeline import Request, precompute
+
+    factory = tmp_path / "planted.py"
+    factory.write_text(PLANTED_FACTORY)
+    store = tmp_path / "s.duckdb"
+    precompute(Request(model=f"{factory}:build", store=store, techniques="circuits", max_images=8, progress=False,
+                       overrides=Overrides(name="planted", input_size=32)))
+    assert main(["unit", "planted", "2", "0", "--json", "--store", str(store)]) == 0
+    record = json.loads(capsys.readouterr().out)["circuits"]
+    inputs = [(n["layer"], n["unit"], round(n["weight"], 4)) for n in record["inputs"]]
+    assert inputs == [("0", 2, 9.0), ("0", 1, -3.92), ("0", 0, 0.09), ("0", 3, 0.09)]
+    outputs = [(n["layer"], n["unit"], round(n["weight"], 4)) for n in record["outputs"]]
+    assert outputs == [("4", 1, 2.0), ("4", 0, 0.5)]
+    assert main(["unit", "planted", "4", "1", "--json", "--store", str(store)]) == 0
+    record = json.loads(capsys.readouterr().out)["circuits"]
+    assert [(n["unit"], n["weight"]) for n in record["inputs"]] == [(0, 2.0), (2, -1.0)]
+    assert record["outputs"] == [] and list(record["expanded"]) == ["0"]
+    assert record["expanded"]["0"][0]["unit"] == 2  # through unit 0 of layer 2: weight 2 x 9
