@@ -243,6 +243,9 @@ def cmd_serve(args) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
                "--server.port", str(args.port), "--server.address", args.address,
                "--browser.gatherUsageStats", "false"]
+    if os.name == "posix":  # Streamlit becomes this process: a container's stop signal reaches it directly
+        os.chdir(APP.parent)
+        os.execve(sys.executable, command, env)
     return subprocess.call(command, env=env, cwd=APP.parent)
 
 

@@ -244,3 +244,13 @@ def test_checksum_mismatch_is_rejected(versions, tmp_path):
         remote.check_download(part, remote.Fetched({}, size=part.stat().st_size + 1))
     with pytest.raises(StoreError, match="md5"):
         remote.check_download(part, remote.Fetched({}, md5="0" * 32))
+
+
+def test_serve_with_an_unreachable_remote_fails_with_one_line(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/store.duckdb?X-Amz-Signature=secret"
+    out = subprocess.run([sys.executable, "-m", "precompute.cli", "serve", "--store", url, "--cache", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("microscope: error: cannot reach store http://127.0.0.1:")
+    assert "secret" not in out.stderr + out.stdout
