@@ -72,16 +72,21 @@ async def shown(page, unit_id: str, examples: int) -> None:
 
 
 async def session(browser, base: str, model: str, layers: dict, steps: int, seed: int, examples: int,
-                  times: dict, errors: list) -> None:
+                  times: dict, errors: list, ramp: float) -> None:
     rng = random.Random(seed)
+    await asyncio.sleep(ramp)  # a team arrives over a few seconds, not in one instant
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
     layer = rng.choice(sorted(layers))
     unit = rng.randrange(layers[layer] - steps)
     try:
         start = time.perf_counter()
-        await page.goto(f"{base}/unit?{urlencode({'model': model, 'layer': layer, 'unit': unit})}")
+        # The page counts from the request to the last example image: the browser's load event is no milestone
+        # of a Streamlit page (its content comes later, over the websocket).
+        await page.goto(f"{base}/unit?{urlencode({'model': model, 'layer': layer, 'unit': unit})}",
+                        wait_until="commit", timeout=TIMEOUT_MS)
         await shown(page, f"{model}@{layer}:{unit}", examples)
         times["open"].append(time.perf_counter() - start)
         for _ in range(steps):
@@ -96,7 +101,8 @@ async def session(browser, base: str, model: str, layers: dict, steps: int, seed
         await context.close()
 
 
-async def load(base: str, model: str, layers: dict, sessions: int, steps: int, round_: int, examples: int):
+async def load(base: str, model: str, layers: dict, sessions: int, steps: int, round_: int, examples: int,
+               ramp: float = 0.0):
     from playwright.async_api import async_playwright
 
     times, errors = {"open": [], "next": []}, []
@@ -104,7 +110,7 @@ async def load(base: str, model: str, layers: dict, sessions: int, steps: int, r
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             await asyncio.gather(*(session(browser, base, model, layers, steps, 1000 * round_ + i, examples, times,
-                                           errors) for i in range(sessions)))
+                                           errors, ramp * i / sessions) for i in range(sessions)))
         finally:
             await browser.close()
     return times, errors
@@ -121,6 +127,7 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--steps", type=int, default=5, help="'Next unit' clicks per session after the deep link")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--ramp", type=float, default=5.0, help="seconds over which the sessions start")
     ap.add_argument("--examples", type=int, default=43, help="dataset images a unit page shows (16+16+11 at k=16)")
     args = ap.parse_args()
 
@@ -157,7 +164,8 @@ def main() -> int:
                 time.sleep(0.2)
         proc = psutil.Process(server.pid)
         print(f"store {args.store}: {args.model}, layers {layers}; {args.sessions} concurrent browser sessions, "
-              f"each a deep link then {args.steps} x 'Next unit'; {os.cpu_count()} CPUs")
+              f"each a deep link then {args.steps} x 'Next unit', starting over {args.ramp:g} s; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         print(f"server RSS idle: {rss_mb(proc):.0f} MB")
         asyncio.run(load(base, args.model, layers, 1, 1, 99, args.examples))  # warm-up: imports, store, caches
         print(f"server RSS after one warm-up session: {rss_mb(proc):.0f} MB")
@@ -165,9 +173,10 @@ def main() -> int:
         for round_ in range(1, args.rounds + 1):
             peak = Peak(proc)
             peak.start()
+            cpu = sum(proc.cpu_times()[:2])
             start = time.perf_counter()
             times, errors = asyncio.run(load(base, args.model, layers, args.sessions, args.steps, round_,
-                                             args.examples))
+                                             args.examples, args.ramp))
             wall = time.perf_counter() - start
             peak.stop.set()
             peak.join()
@@ -180,6 +189,10 @@ def main() -> int:
                 if values:
                     print(f"  {name:24s} n={len(values):3d}  p50 {pct(values, 50):6.2f} s  "
                           f"p95 {pct(values, 95):6.2f} s  max {max(values):6.2f} s")
+            # Server CPU per page separates the server's cost from the browsers' on a machine they share.
+            cpu = sum(proc.cpu_times()[:2]) - cpu
+            print(f"  server CPU {cpu:.1f} s in all, {cpu / max(1, len(every)):.2f} s per page; "
+                  f"load average {os.getloadavg()[0]:.1f}")
             print(f"  server RSS peak {peak.peak:.0f} MB, after the round {rss_mb(proc):.0f} MB")
             for line in errors[:10]:
                 print(f"  error: {line}")
