@@ -224,7 +224,10 @@ class _Runner:
             raise CircuitError(f"layer {target} runs before {source}: choose a source layer earlier in the "
                                "network than the target")
         raw = shapes[source]
-        if not isinstance(raw, torch.Tensor) or raw.ndim not in (2, 4) or not raw.is_floating_point():
+        # Token sequences (batch, tokens, dim) are let in as far as the linearity check: a transformer block's
+        # path ends there (layer norm, attention) with its reason; a linear one is refused further down.
+        self.tokens = isinstance(raw, torch.Tensor) and raw.ndim == 3
+        if not isinstance(raw, torch.Tensor) or raw.ndim not in (2, 3, 4) or not raw.is_floating_point():
             shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
             raise CircuitError(f"layer {source} has an output of shape {shape}; circuits need convolution maps "
                                "or vectors")
@@ -264,7 +267,7 @@ class _Runner:
                 return self._pass(rows)
             except CircuitError:
                 raise
-            except RuntimeError as exc:
+            except Exception as exc:  # noqa: BLE001 - shape checks raise RuntimeError, AssertionError, ValueError
                 if self.mode + 1 >= len(self.MODES):
                     raise CircuitError(f"cannot run {self.source} to {self.target} on its own: "
                                        f"{str(exc).strip().splitlines()[0]}") from exc
@@ -290,6 +293,8 @@ def expanded_weights(model: nn.Module, source: str, target: str, input_size: int
         if bad:
             raise CircuitError(f"unit {bad[0]} is out of range for layer {target} (units 0-{runner.target_units - 1})")
         window, support, centre = _window(runner, device, max_kernel)
+        if runner.tokens:
+            raise CircuitError(f"layer {source} outputs a token sequence: circuits need convolution maps or vectors")
         per = max(1, batch_floats // max(1, math.prod(runner.source_shape)))
         # A backward pass per target unit costs about two forward passes; a forward pass per source cell of the
         # window costs one. Forward needs the window to hold the whole kernel (not cut to max_kernel).

@@ -208,6 +208,14 @@ def test_nonlinear_paths_are_refused(model, match):
         expanded_weights(model.eval(), "conv", "out", 8)
 
 
+def test_a_vision_transformer_block_is_not_a_linear_path():
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2).eval()
+    with pytest.raises(NotLinearPath, match=r"^not a linear path: layer_norm in blocks\.1\.norm1 bends"):
+        expanded_weights(vit, "blocks.0", "blocks.1", 224)
+
+
 def test_bundled_head_reads_the_last_block_through_its_own_kernel():
     """conv_head is a plain 1x1 convolution of blocks.6: its weights are that convolution's, exactly."""
     from precompute.models import build, resolve
