@@ -65,7 +65,8 @@ def scaling(max_images: int, root: Path) -> None:
     rates = {}
     for workers in (1, 2):
         ray_tmp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-        ray.init(num_cpus=workers, _temp_dir=ray_tmp, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=workers, _temp_dir=ray_tmp, include_dashboard=False,
+                 log_to_driver=False)
         try:
             _warm(workers)
             store = root / f"scaling-{workers}" / "s.duckdb"

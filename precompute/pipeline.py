@@ -19,7 +19,7 @@ from tqdm import tqdm
 from precompute import circuits, dataset_examples, featurevis, stats, tuning, workdir
 from precompute.dataset_pass import dataset_pass, normalise
 from precompute.datasets import Dataset, open_dataset
-from precompute.jobs import Job, plan, slug, write_shard
+from precompute.jobs import Job, finished_shards, plan, slug, write_shard
 from precompute.layers import Geometry, geometry, with_layers
 from precompute.models import ModelSpec, Overrides, build, resolve
 from store import pictures
@@ -131,7 +131,11 @@ def precompute(req: Request) -> dict:
     geo = model_geometry(model, spec, dataset, work, device)
     params = {t: technique_params(t, req, spec, dataset) for t in techniques}
     jobs = plan(spec.id, units, techniques, params)
-    pending = [job for job in jobs if not job.done(work)]
+    if workdir.is_url(work):  # one listing of the bucket, not a request per job
+        finished = set(finished_shards(work))
+        pending = [job for job in jobs if job.shard_dir(work) not in finished]
+    else:
+        pending = [job for job in jobs if not job.done(work)]
     started = time.time()
     failed: list[dict] = []
     if req.executor == "ray":

@@ -55,7 +55,8 @@ def run(req, groups: list[tuple[Job, ...]], geo) -> list[dict]:
         gpus = 1 if req.device.startswith("cuda") else 0
         task = ray.remote(_job_task).options(num_cpus=1, num_gpus=gpus, max_retries=MAX_RETRIES,
                                              retry_exceptions=True)
-        worker_req = dataclasses.replace(req, progress=False)
+        # Ray hands each GPU task its own device through CUDA_VISIBLE_DEVICES, where it is always cuda:0.
+        worker_req = dataclasses.replace(req, progress=False, device="cuda" if gpus else req.device)
         geo_ref = ray.put(geo)
         refs = {task.remote(worker_req, group, geo_ref): group for group in groups}
         failed = []

@@ -128,12 +128,13 @@ def s3_server():
 
 @pytest.fixture(scope="module")
 def cluster(s3_server):
-    """A local Ray cluster of two CPUs in this process, writing nothing under the home folder."""
+    """A fresh local Ray cluster of two CPUs in this process (not one that another process started), writing
+    nothing under the home folder."""
     import ray
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
