@@ -31,13 +31,22 @@ def filesystem(url: str):
     """The fsspec filesystem of a URL and the URL's path inside it.
 
     Listings are not cached: other processes (workers, an earlier driver) add shards while this one runs, and
-    a stale listing would make a finished shard look missing and run its job again. The instance is reused (fsspec
-    keeps one per process and settings): making an S3 client costs about as much as a hundred small PUTs."""
+    a stale listing would make a finished shard look missing and run its job again. The instance is reused
+    while the settings in the environment stay the same: making an S3 client costs about as much as a hundred
+    small PUTs."""
     import fsspec
 
     protocol = url.split("://", 1)[0]
-    fs = fsspec.filesystem(protocol, use_listings_cache=False)
+    settings = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "FSSPEC_"))))
+    key = (protocol, os.getpid(), settings)
+    if key not in _FILESYSTEMS:
+        _FILESYSTEMS.clear()
+        _FILESYSTEMS[key] = fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
+    fs = _FILESYSTEMS[key]
     return fs, fs._strip_protocol(url)
+
+
+_FILESYSTEMS: dict = {}  # one: the filesystem for the current settings (see filesystem())
 
 
 def join(work: Location, rel: str) -> Location:
