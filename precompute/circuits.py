@@ -197,6 +197,7 @@ class PairWeights:
     support: tuple[int, int]  # height and width of the kernels' nonzero extent (window is at most MAX_KERNEL)
     source_map: tuple[int, int]
     centre: tuple[int, int]  # the target map position the weights are read at
+    crop: tuple[int, int, int, int] | None = None  # top, left, height, width of the source crop computed on
 
 
 class _Runner:
@@ -235,7 +236,7 @@ class _Runner:
         self.target_units = int(as_maps(shapes[target]).shape[1])
         self.target_map = tuple(as_maps(shapes[target]).shape[-2:])
 
-    def _pass(self, rows: torch.Tensor) -> torch.Tensor:
+    def _pass(self, rows: torch.Tensor, target_map: tuple[int, int] | None) -> torch.Tensor:
         replaced = []
 
         def swap(output):
@@ -253,7 +254,7 @@ class _Runner:
         if out is None or not replaced:
             raise RuntimeError("the source layer did not run before the target")
         out = as_maps(out)
-        if tuple(out.shape[-2:]) != self.target_map or out.shape[0] != rows.shape[0]:
+        if (target_map and tuple(out.shape[-2:]) != target_map) or out.shape[0] != rows.shape[0]:
             raise RuntimeError("the target's map depends on the image size")
         if rows.requires_grad and not out.requires_grad:
             raise CircuitError(f"no path from {self.source} to {self.target}: the target does not depend on the "
@@ -264,7 +265,7 @@ class _Runner:
         """The target's maps (batch, units, h, w) for source outputs `rows` (batch, *source_shape)."""
         while True:
             try:
-                return self._pass(rows)
+                return self._pass(rows, self.target_map)
             except CircuitError:
                 raise
             except Exception as exc:  # noqa: BLE001 - shape checks raise RuntimeError, AssertionError, ValueError
@@ -273,12 +274,20 @@ class _Runner:
                                        f"{str(exc).strip().splitlines()[0]}") from exc
                 self.mode += 1
 
+    def cropped(self, rows: torch.Tensor, target_map: tuple[int, int] | None = None) -> torch.Tensor:
+        """The target's maps for rows that are a crop of the source map (`target_map`: the cropped target's
+        size, None while it is being found). No fallback to another mode: a failure (an image-sized tensor from
+        before the source meeting the crop) means "use the whole map"."""
+        return self._pass(rows, target_map)
+
 
 def expanded_weights(model: nn.Module, source: str, target: str, input_size: int, device="cpu",
                      units: list[int] | None = None, max_kernel: int = MAX_KERNEL,
-                     batch_floats: int = BATCH_FLOATS) -> PairWeights:
+                     batch_floats: int = BATCH_FLOATS, crop: bool = True) -> PairWeights:
     """The weights from every unit of `source` to each unit of `target` (all by default), read at the centre
-    of the target's map. Raises CircuitError for a bad pair, NotLinearPath where the path is not linear."""
+    of the target's map. Raises CircuitError for a bad pair, NotLinearPath where the path is not linear.
+    With `crop`, the map is computed on the part of the source map the centre depends on, where that gives
+    the same gradient as the whole map (see _crop); `crop=False` always uses the whole map."""
     modules = dict(model.named_modules())
     for name in (source, target):
         if name not in modules:
@@ -292,69 +301,131 @@ def expanded_weights(model: nn.Module, source: str, target: str, input_size: int
         bad = [u for u in units if not 0 <= u < runner.target_units]
         if bad:
             raise CircuitError(f"unit {bad[0]} is out of range for layer {target} (units 0-{runner.target_units - 1})")
-        window, support, centre = _window(runner, device, max_kernel)
+        window, support, centre, probe = _window(runner, device, max_kernel)
         if runner.tokens:
             raise CircuitError(f"layer {source} outputs a token sequence: circuits need convolution maps or vectors")
-        per = max(1, batch_floats // max(1, math.prod(runner.source_shape)))
-        # A backward pass per target unit costs about two forward passes; a forward pass per source cell of the
-        # window costs one. Forward needs the window to hold the whole kernel (not cut to max_kernel).
-        cells = math.prod(runner.source_shape[:1]) * window[2] * window[3]
-        if support == window[2:] and cells + 1 < 2 * len(units):
-            weights, norms, kernels = _by_forward(runner, units, window, centre, per, device)
+        cut = _crop(runner, probe, centre, device) if crop else None
+        if cut is None:
+            run, shape, at, (y0, x0) = runner, runner.source_shape, centre, (0, 0)
         else:
-            weights, norms, kernels = _by_backward(runner, units, window, centre, per, device)
+            run, shape, at, (y0, x0) = (lambda rows: runner.cropped(rows, cut.target_map)), cut.shape, cut.centre, \
+                cut.offset
+        local = (window[0] - y0, window[1] - x0, window[2], window[3])  # the kernel window inside the crop
+        per = max(1, batch_floats // max(1, math.prod(shape)))
+        # A forward pass per source cell of the window, or a backward pass per target unit: each costs about a
+        # forward pass over the (cropped) map. Forward needs the window to hold the whole kernel (not cut to
+        # max_kernel).
+        cells = shape[0] * window[2] * window[3]
+        if support == window[2:] and cells < len(units):
+            weights, norms, kernels = _by_forward(run, shape, units, local, at, per, device, runner.image.dtype)
+        else:
+            weights, norms, kernels = _by_backward(run, shape, units, local, at, per, device, runner.image.dtype)
         h, w = as_maps(torch.zeros(1, *runner.source_shape)).shape[-2:]
         pair = PairWeights(source, target, np.asarray(units), weights, norms, kernels, window, support, (h, w),
-                           centre)
-        _verify(runner, pair, device)
+                           centre, None if cut is None else (y0, x0, *shape[1:]))
+        _verify(runner, pair, device)  # always on the whole map: also checks the crop
     return pair
 
 
-def _by_backward(runner, units, window, centre, per, device):
-    """One gradient of the target's centre activation per unit, batched."""
+def _by_backward(run, shape, units, window, centre, per, device, dtype):
+    """One gradient of the target's centre activation per unit, `per` units at a time. The path is linear, so
+    its gradient does not depend on where it is taken: one forward pass on `per` zero rows builds a graph that
+    every chunk of units reuses, each row seeded with its own unit (batched cotangents through vmap were
+    several times slower on CPU)."""
     top, left, kh, kw = window
+    n = math.ceil(len(units) / math.ceil(len(units) / per))  # even chunks: no idle rows in the last one
+    rows = torch.zeros(n, *shape, device=device, dtype=dtype, requires_grad=True)
+    with torch.enable_grad():
+        out = run(rows)[:, :, centre[0], centre[1]]  # (n, target units)
     weights, norms, kernels = [], [], []
-    for start in range(0, len(units), per):
-        chunk = torch.tensor(units[start:start + per], device=device)
-        rows = torch.zeros(len(chunk), *runner.source_shape, device=device, dtype=runner.image.dtype,
-                           requires_grad=True)
-        with torch.enable_grad():
-            out = runner(rows)
-            out[torch.arange(len(chunk), device=device), chunk, centre[0], centre[1]].sum().backward()
-        grad = as_maps(rows.grad)
+    for start in range(0, len(units), n):
+        chunk = torch.tensor(units[start:start + n], device=device)
+        seed = torch.zeros_like(out)
+        seed[torch.arange(len(chunk), device=device), chunk] = 1.0
+        (grad,) = torch.autograd.grad(out, rows, seed, retain_graph=start + n < len(units))
+        grad = as_maps(grad[:len(chunk)])
         weights.append(grad.sum(dim=(2, 3)).double().cpu().numpy())
         norms.append(grad.double().pow(2).sum(dim=(2, 3)).sqrt().cpu().numpy())
         kernels.append(grad[:, :, top: top + kh, left: left + kw].float().cpu().numpy())
     return np.concatenate(weights), np.concatenate(norms), np.concatenate(kernels)
 
 
-def _by_forward(runner, units, window, centre, per, device):
+def _by_forward(run, shape, units, window, centre, per, device, dtype):
     """One linearised forward pass per source cell of the window (a unit impulse there, minus the pass at zero:
     the map is affine), batched; each gives that cell's weight to every target unit at once."""
     top, left, kh, kw = window
-    channels = as_maps(torch.zeros(1, *runner.source_shape)).shape[1]
+    channels = as_maps(torch.zeros(1, *shape)).shape[1]
     cells = [(c, y, x) for c in range(channels) for y in range(top, top + kh) for x in range(left, left + kw)]
     index = torch.tensor(units, device=device)
     columns = []
     with torch.no_grad():
-        base = runner(torch.zeros(1, *runner.source_shape, device=device, dtype=runner.image.dtype))
-        base = base[0, index, centre[0], centre[1]]
+        base = run(torch.zeros(1, *shape, device=device, dtype=dtype))[0, index, centre[0], centre[1]]
         for start in range(0, len(cells), per):
             chunk = cells[start:start + per]
-            rows = torch.zeros(len(chunk), *runner.source_shape, device=device, dtype=runner.image.dtype)
+            rows = torch.zeros(len(chunk), *shape, device=device, dtype=dtype)
             maps = as_maps(rows)
             for i, (c, y, x) in enumerate(chunk):
                 maps[i, c, y, x] = 1.0
-            columns.append((runner(rows)[:, index, centre[0], centre[1]] - base).double().cpu())
+            columns.append((run(rows)[:, index, centre[0], centre[1]] - base).double().cpu())
     flat = torch.cat(columns)  # (cells, units)
     kernels = flat.T.reshape(len(units), channels, kh, kw)
     return (kernels.sum(dim=(2, 3)).numpy(), kernels.pow(2).sum(dim=(2, 3)).sqrt().numpy(),
             kernels.float().numpy())
 
 
+@dataclass
+class _Cut:
+    offset: tuple[int, int]  # top, left of the crop in the source map
+    shape: tuple[int, int, int]  # channels, height, width of the crop
+    target_map: tuple[int, int]  # the target's map computed from the crop
+    centre: tuple[int, int]  # the original centre, in that map
+
+
+def _crop(runner: _Runner, probe, centre, device) -> _Cut | None:
+    """The smallest crop of the source map that holds every cell the target's centre depends on, placed on the
+    path's stride so that the crop's target grid lines up with the whole map's; None where it would not pay
+    or does not reproduce the whole map's gradient. A target unit's backward pass costs about the area it
+    runs on, and the centre of a 56x56 map depends on a few cells; cropping to them is what makes deep
+    networks affordable. It is exact when the crop holds the centre's whole receptive field: every cell the
+    centre reads, at every layer of the path, is then computed from the same inputs, with zero padding only
+    where the whole map has it too (a crop at the map's border keeps that border). The probe's gradient (a
+    random mix of all units' centres) must come out the same from the crop before the crop is used."""
+    grad, mix = probe
+    if len(runner.source_shape) != 3:
+        return None
+    (channels, height, width), (th, tw) = runner.source_shape, runner.target_map
+    ys, xs = torch.nonzero(grad.abs().sum(dim=0) > 0, as_tuple=True)
+
+    def span(lo, hi, size, out, c):
+        stride = max(1, round(size / out))  # the path's stride from source to target
+        start = lo - lo % stride
+        return start, hi - start, c - start // stride
+
+    y0, ch, cy = span(int(ys.min()), int(ys.max()) + 1, height, th, centre[0])
+    x0, cw, cx = span(int(xs.min()), int(xs.max()) + 1, width, tw, centre[1])
+    if ch * cw > 0.5 * height * width:  # little to gain; the whole map needs no check
+        return None
+    rows = torch.zeros(1, channels, ch, cw, device=device, dtype=grad.dtype, requires_grad=True)
+    try:
+        with torch.enable_grad():
+            out = runner.cropped(rows)
+            if not (0 <= cy < out.shape[2] and 0 <= cx < out.shape[3]):
+                return None
+            (out[0, :, cy, cx] * mix).sum().backward()
+    except Exception:  # noqa: BLE001 - a path that cannot run on a crop (a shape check, a reshape) keeps the map
+        return None
+    if rows.grad is None:
+        return None
+    expected = grad[:, y0:y0 + ch, x0:x0 + cw]
+    if (rows.grad[0] - expected).abs().max() > 1e-4 * expected.abs().max() + 1e-12:
+        return None
+    return _Cut((y0, x0), (channels, ch, cw), tuple(out.shape[-2:]), (cy, cx))
+
+
 def _window(runner: _Runner, device, max_kernel: int):
     """Where the kernels live in the source map: the nonzero extent of a random combination of every target
-    unit's centre gradient (random weights: no cancellation between units), cut to max_kernel cells a side."""
+    unit's centre gradient (random weights: no cancellation between units), cut to max_kernel cells a side.
+    Also returns that gradient and its mix (the probe), against which a crop is checked."""
     rows = torch.zeros(1, *runner.source_shape, device=device, dtype=runner.image.dtype, requires_grad=True)
     generator = torch.Generator(device="cpu").manual_seed(0)
     with torch.enable_grad():
@@ -363,7 +434,8 @@ def _window(runner: _Runner, device, max_kernel: int):
         centre = (h // 2, w // 2)
         mix = torch.randn(out.shape[1], generator=generator).to(device, out.dtype)
         (out[0, :, centre[0], centre[1]] * mix).sum().backward()
-    mask = as_maps(rows.grad)[0].abs().sum(dim=0) > 0
+    grad = as_maps(rows.grad)[0]
+    mask = grad.abs().sum(dim=0) > 0
     ys, xs = torch.nonzero(mask, as_tuple=True)
     if len(ys) == 0:
         raise CircuitError(f"no path from {runner.source} to {runner.target}: the target's centre does not "
@@ -380,7 +452,7 @@ def _window(runner: _Runner, device, max_kernel: int):
 
     top, kh = cut(y0, y1, mask.shape[0])
     left, kw = cut(x0, x1, mask.shape[1])
-    return (top, left, kh, kw), support, centre
+    return (top, left, kh, kw), support, centre, (grad.detach(), mix)
 
 
 def _verify(runner: _Runner, pair: PairWeights, device) -> None:

@@ -133,6 +133,36 @@ def test_expanded_weights_equal_a_brute_force_jacobian_of_the_linearised_path():
     np.testing.assert_allclose(inner.kernels, tiny_batches.kernels, atol=1e-10)
 
 
+def test_a_crop_of_the_source_map_gives_the_whole_maps_weights_on_a_strided_residual_net():
+    """The weights are computed on the part of the source map the target's centre depends on; through stride-2
+    convolutions, a residual block and pooling, on even and odd map sizes, that must change nothing."""
+    torch.manual_seed(3)
+    net = Net().double().eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_()
+    for size in (64, 62):  # stem maps 32x32 and 31x31: the odd one puts the centre off the stride grid's middle
+        for source, target in (("stem", "head"), ("stem", "block"), ("block", "head")):
+            whole = expanded_weights(net, source, target, size, crop=False)
+            cropped = expanded_weights(net, source, target, size)
+            assert whole.crop is None and cropped.crop is not None
+            top, left, h, w = cropped.crop
+            assert h * w < whole.source_map[0] * whole.source_map[1] / 4  # a real crop, not the whole map
+            assert cropped.window == whole.window and cropped.centre == whole.centre
+            np.testing.assert_allclose(cropped.kernels, whole.kernels, atol=1e-12)
+            np.testing.assert_allclose(cropped.weights, whole.weights, atol=1e-12)
+            np.testing.assert_allclose(cropped.norms, whole.norms, atol=1e-12)
+    # And both equal the brute-force Jacobian of the network written out linearly.
+    pair = expanded_weights(net, "stem", "head", 64)  # stem map 32x32, head map 16x16: centre (8, 8)
+    jac = torch.autograd.functional.jacobian(lambda a: net.head(net.block(a, linear=True))[0, :, 8, 8],
+                                             torch.zeros(1, 4, 32, 32, dtype=torch.float64))[:, 0].numpy()
+    np.testing.assert_allclose(pair.weights, jac.sum(axis=(2, 3)), atol=1e-10)
+    np.testing.assert_allclose(pair.norms, np.sqrt((jac ** 2).sum(axis=(2, 3))), atol=1e-10)
+
+
 class Branches(nn.Module):
     def __init__(self):
         super().__init__()
