@@ -44,6 +44,13 @@ def build(width={width}):
 '''
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, every process: on a shared machine other work takes cores."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _warm(n: int) -> None:
     import ray
 
@@ -70,15 +77,17 @@ def scaling(max_images: int, root: Path) -> None:
         try:
             _warm(workers)
             store = root / f"scaling-{workers}" / "s.duckdb"
-            started = time.perf_counter()
+            started, ticks = time.perf_counter(), _cpu_ticks()
             summary = precompute(Request(model=DEFAULT_MODEL, store=store, techniques="stats,dataset",
                                          max_images=max_images, executor="ray", progress=False))
             assert not summary["failed"], summary["failed"]
             # summary["seconds"] is the executor's run alone (planning and ingest excluded)
             seconds = summary["seconds"]
+            busy = [b - a for a, b in zip(ticks, _cpu_ticks())]
             rates[workers] = summary["ran"] / seconds
             print(f"{workers} Ray worker(s): {summary['ran']} jobs in {seconds:.1f} s = {rates[workers]:.3f} jobs/s "
-                  f"(whole call with planning and ingest: {time.perf_counter() - started:.1f} s)", flush=True)
+                  f"(whole call with planning and ingest: {time.perf_counter() - started:.1f} s; machine CPU busy "
+                  f"{busy[0] / busy[1]:.0%} of {os.cpu_count()} cores, all processes)", flush=True)
         finally:
             ray.shutdown()
             shutil.rmtree(ray_tmp, ignore_errors=True)
