@@ -68,8 +68,9 @@ def run(req, groups: list[tuple[Job, ...]], geo) -> list[dict]:
                 try:
                     ray.get(ref)
                 except ray.exceptions.RayError as exc:
+                    # A pass task may have written some of its layer's shards before it failed: those count.
                     failed.extend({"key": job.key, "label": job.label(), "error": _one_line(exc)}
-                                  for job in refs[ref])
+                                  for job in refs[ref] if not job.done(req.work_dir))
                 bar.update(len(refs[ref]))
         bar.close()
         return failed
