@@ -163,6 +163,25 @@ def test_a_crop_of_the_source_map_gives_the_whole_maps_weights_on_a_strided_resi
     np.testing.assert_allclose(pair.norms, np.sqrt((jac ** 2).sum(axis=(2, 3))), atol=1e-10)
 
 
+def test_the_forward_route_is_exact_under_large_constants(monkeypatch):
+    """Few source cells and many target units: one forward pass per source cell, minus the pass at zero. Large
+    biases (1000, as batch-norm shifts can make) must not eat the float32 difference."""
+    from precompute import circuits
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Conv2d(2, 64, 3, padding=1)).eval()
+    with torch.no_grad():
+        model[2].bias.fill_(1000.0)
+    calls = []
+    route = circuits._by_forward
+    monkeypatch.setattr(circuits, "_by_forward", lambda *a: calls.append(1) or route(*a))
+    pair = expanded_weights(model, "0", "2", 40)
+    assert calls  # 2 x 3 x 3 = 18 source cells against 64 units: the forward route ran
+    w = model[2].weight.detach().numpy()
+    np.testing.assert_allclose(pair.kernels, w, rtol=0, atol=1e-6 * np.abs(w).max())
+    np.testing.assert_allclose(pair.weights, w.sum(axis=(2, 3), dtype=np.float64), rtol=0, atol=1e-5 * np.abs(w).max())
+
+
 class Branches(nn.Module):
     def __init__(self):
         super().__init__()
