@@ -267,9 +267,10 @@ def _serve_location(args) -> str:
     return location
 
 
-# Feature visualisation costs seconds per unit on a CPU, so the demo renders a sample: a few units of an early,
-# a middle and a late layer (colours and edges, textures, object parts); `precompute` renders the rest.
-DEMO_FEATUREVIS = {"layers": "blocks.1,blocks.3,blocks.5", "units": "0-3"}
+# Feature visualisation costs minutes per few units on a CPU, so the demo renders a sample: a few units of an early
+# and a middle layer (colours and edges, textures; 4 units of blocks.5 alone took over 20 CPU-minutes);
+# `precompute` renders the rest.
+DEMO_FEATUREVIS = {"layers": "blocks.1,blocks.3", "units": "0-3"}
 
 
 def cmd_demo(args) -> int:
