@@ -269,7 +269,7 @@ def _serve_location(args) -> str:
 
 # Feature visualisation costs minutes per few units on a CPU, so the demo renders a sample: a few units of an early
 # and a middle layer (colours and edges, textures). Measured on 2 cores: units 0-3 of both took 341 s of an
-# 8-minute demo; 4 units of blocks.5 alone over 20 CPU-minutes.
+# 8-minute demo (units 0-1: 6 minutes); 4 units of blocks.5 alone over 20 CPU-minutes.
 # `precompute` renders the rest.
 DEMO_FEATUREVIS = {"layers": "blocks.1,blocks.3", "units": "0-1"}
 
