@@ -1,80 +1,22 @@
 """The dashboard in a real browser: a fresh `streamlit run app.py`, a unit deep link as the very first request."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
 
+from browser_support import MODEL_ID, browser, free_port, require_chromium, streamlit_server  # noqa: F401 (fixture)
+
 pytestmark = [pytest.mark.app, pytest.mark.browser]
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-MODEL_ID = "tiny net/v1&x"  # the fixture store's model (tests/app/conftest.py)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("MICROSCOPE_REQUIRE_BROWSER"):
-        raise RuntimeError(f"MICROSCOPE_REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt install chromium)")
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+require_chromium()
 
 
 @pytest.fixture(scope="module")
 def server(app_store, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("server")
-    port = free_port()
     env = {**os.environ, "MICROSCOPE_STORE": str(app_store)}
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not come up: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+    with streamlit_server(free_port(), env, tmp_path_factory.mktemp("server")) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_unit_deep_link_is_the_first_request(server, browser, tmp_path):

@@ -4,36 +4,16 @@ Signed out, every deep link shows the sign-in gate and nothing of the store; sig
 link named; a signed-in user who is not on the allowlist is told so and can sign out."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
 
+from browser_support import MODEL_ID, browser, free_port, require_chromium, streamlit_server  # noqa: F401 (fixture)
+
 pytestmark = [pytest.mark.app, pytest.mark.browser]
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-MODEL_ID = "tiny net/v1&x"  # the fixture store's model (tests/app/conftest.py)
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("MICROSCOPE_REQUIRE_BROWSER"):
-        raise RuntimeError(f"MICROSCOPE_REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt install chromium)")
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+require_chromium()
 oidc_provider_mock = pytest.importorskip("oidc_provider_mock")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,44 +40,9 @@ server_metadata_url = "{provider}/.well-known/openid-configuration"
 allowed = ["@lab.org"]
 """)
     env = {k: v for k, v in os.environ.items() if k != "MICROSCOPE_ALLOWED"}
-    log = open(folder / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-         "--secrets.files", str(secrets)],
-        cwd=ROOT, env={**env, "MICROSCOPE_STORE": str(app_store)}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not come up: {(folder / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+    env["MICROSCOPE_STORE"] = str(app_store)
+    with streamlit_server(port, env, folder, ("--server.fileWatcherType", "none", "--secrets.files", str(secrets))):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def sign_in(page, email: str) -> None:
