@@ -48,3 +48,39 @@ def tiny_store(tmp_path_factory, tiny_factory) -> Path:
     precompute(Request(model=f"{tiny_factory}:build", store=store, max_images=64, k=8, progress=False,
                        overrides=Overrides(name="tiny", input_size=64)))
     return store
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a test run that is killed (a timeout) takes its server with it."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """An S3-compatible server (moto) on a free loopback port, one per test module; yields its endpoint URL."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -50,3 +50,18 @@ def app_store(tmp_path_factory) -> Path:
 def store_env(app_store, monkeypatch) -> Path:
     monkeypatch.setenv("MICROSCOPE_STORE", str(app_store))
     return app_store
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright, one per test module (tests/app/browser_support.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import expect
 
-from browser_support import MODEL_ID, browser, free_port, require_chromium, streamlit_server  # noqa: F401 (fixture)
+from browser_support import MODEL_ID, free_port, require_chromium, streamlit_server
 
 pytestmark = [pytest.mark.app, pytest.mark.browser]
 require_chromium()

@@ -94,38 +94,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: a test run that is killed (a timeout) takes its server with it."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @pytest.fixture(scope="module")
-def s3_server():
+def s3_server(moto_endpoint):
     """moto's S3 server on loopback, with the credentials and endpoint in the environment from before the Ray
     cluster starts, as they would be on a cluster's nodes."""
-    port = _free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": moto_endpoint}
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
-        yield env["AWS_ENDPOINT_URL"]
+        yield moto_endpoint
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -184,39 +183,15 @@ def test_a_new_process_reuses_a_good_cached_copy_and_drops_one_of_another_schema
     assert built_at(stale.current()) == "2026-01-01T00:00:00+00:00"  # fetched again
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
-
-
-def test_s3_fetch_checksum_and_hot_swap(moto, versions, tmp_path, monkeypatch):
+def test_s3_fetch_checksum_and_hot_swap(moto_endpoint, versions, tmp_path, monkeypatch):
     pytest.importorskip("s3fs")
     import boto3
 
     # The standard AWS variables are how a deployment points s3fs at another S3 (MinIO, R2, ...).
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    s3 = boto3.client("s3", endpoint_url=moto)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket="lab")
     s3.upload_file(str(versions["v1"]), "lab", "published/store.duckdb")
 
