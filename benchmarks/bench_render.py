@@ -3,14 +3,15 @@
 Both render the same units of one layer of the bundled EfficientNet-Lite0 at the same image size (128 px
 Fourier image, decorrelated colour, upsampled to 224) and the same number of Adam steps (lr 0.05). Lucent
 renders one unit per `render_vis` call with its defaults otherwise; we render `--batch` units per
-optimisation. The two alternate chunk by chunk, so a load spike from other processes on the machine hits
+optimisation at the `quick` preset, whose steps show the model a random half-side window of its 224 px view
+(`--window 1`: the whole view, as Lucent does). The two alternate chunk by chunk, so a load spike from other processes on the machine hits
 both alike; both get a short untimed warm-up first. Both sets of final images are scored by the same function (`render.achieved`: uint8 image,
 resized to 224, the model's own normalisation, the unit's mean channel activation, original model).
 
 Targets: at least 10x Lucent's units/s and a median achieved activation at least Lucent's.
 
     pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1 && pip install decorator ipython
-    python benchmarks/bench_render.py [--layer blocks.3] [--units 16] [--steps 256] [--batch 2]
+    python benchmarks/bench_render.py [--layer blocks.3] [--units 16] [--steps 256] [--batch 2] [--window 1]
 
 Lucent normalises every input with ImageNet's mean and std (its `transform.normalize`), not the model's;
 `--lucent-norm model` gives it the model's normalisation instead (a fairer activation comparison).
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
 from precompute.optvis import objectives  # noqa: E402
-from precompute.optvis.render import achieved, auto_batch, render_units, retain_freed_memory, to_uint8  # noqa: E402
+from precompute.optvis.render import PRESETS, achieved, auto_batch, render_units, retain_freed_memory, to_uint8  # noqa: E402
 
 
 def lucent_render(model, layer: str, unit: int, steps: int, norm: str, mean, std) -> np.ndarray:
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=256)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=None, help="units per optimisation (ours; default: by device)")
+    ap.add_argument("--window", type=float, default=None, help="ours: window fraction (default: the quick preset's)")
     ap.add_argument("--round", type=int, default=4, help="units per turn when alternating ours and Lucent's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lucent-norm", choices=["imagenet", "model"], default="imagenet")
@@ -92,7 +94,9 @@ def main() -> None:
     units = [int(u) for u in np.linspace(0, count - 1, args.units).round()]
     # Warm-up, untimed: the first steps of a process pay for fresh memory pages and kernel set-up (seen here:
     # the first chunk ran up to 10x slower than the rest), which would be charged to whoever runs first.
-    render_units(model, spec, args.layer, units[:args.round], size=args.size, steps=2, batch=args.batch, device="cpu")
+    ours = dict(size=args.size, batch=args.batch, device="cpu",
+                **({"window": args.window} if args.window is not None else {}))
+    render_units(model, spec, args.layer, units[:args.round], steps=2, **ours)
     lucent_render(lucent_model, args.layer, units[0], 2, args.lucent_norm, spec.mean, spec.std)
     torch.manual_seed(args.seed)  # Lucent draws from the global generators
     np.random.seed(args.seed)
@@ -102,8 +106,7 @@ def main() -> None:
     for start in range(0, len(units), args.round):
         chunk = units[start:start + args.round]
         t0, c0 = time.perf_counter(), time.process_time()
-        im, _ = render_units(model, spec, args.layer, chunk, size=args.size, steps=args.steps, batch=args.batch,
-                             seed=args.seed, device="cpu")
+        im, _ = render_units(model, spec, args.layer, chunk, steps=args.steps, seed=args.seed, **ours)
         ours_t += time.perf_counter() - t0
         ours_cpu += time.process_time() - c0
         ours_img.append(im)
@@ -124,7 +127,8 @@ def main() -> None:
     ours_ups, lucent_ups = len(units) / ours_t, len(units) / lucent_t
     print(f"model {spec.id}, layer {args.layer}, {len(units)} units {units[0]}..{units[-1]}, {args.size} px image "
           f"upsampled to {spec.input_size}, {args.steps} steps, Adam lr 0.05, seed {args.seed}, "
-          f"{torch.get_num_threads()} threads; ours batch {args.batch or auto_batch(torch.device('cpu'))}; Lucent one unit per call, "
+          f"{torch.get_num_threads()} threads; ours batch {args.batch or auto_batch(torch.device('cpu'))}, window "
+          f"{args.window if args.window is not None else PRESETS['quick'].window}; Lucent one unit per call, "
           f"{args.lucent_norm} normalisation; freed memory retained (both): {retained}")
     print(f"units/s      ours {ours_ups:.3f}  Lucent {lucent_ups:.3f}  ratio {ours_ups / lucent_ups:.2f}x")
     # CPU seconds of this process: less sensitive than wall time to other processes competing for the cores.

@@ -28,6 +28,16 @@ def _floats3(text: str) -> tuple[float, float, float]:
     return values
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -60,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
                      "the default) or full (224 px, 2048 steps)")
     pre.add_argument("--steps", type=_positive, help="featurevis optimisation steps (overrides the preset)")
     pre.add_argument("--size", type=_positive, help="featurevis image side in pixels (overrides the preset)")
+    pre.add_argument("--window", type=_fraction, help="featurevis: side of the random window of the model's input "
+                     "that each step of a pooled objective sees, as a fraction (quick: 0.5, full: 1, the whole input)")
     pre.add_argument("--dataset", default="sample", help="sample, folder:PATH or hf:ORG/NAME (default: sample)")
     pre.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     pre.add_argument("--seed", type=int, default=0)
@@ -151,7 +163,7 @@ def cmd_precompute(args) -> int:
         model=args.model, store=args.store, layers=args.layers, units=args.units, techniques=args.techniques,
         dataset=args.dataset, device=args.device, seed=args.seed, k=args.k, batch_size=args.batch_size,
         max_images=args.max_images, work=args.work,
-        options={"preset": args.preset, "steps": args.steps, "size": args.size},
+        options={"preset": args.preset, "steps": args.steps, "size": args.size, "window": args.window},
         overrides=Overrides(args.name, args.input_size, args.mean, args.std),
         executor=args.executor, address=args.address))
     print(f"{summary['model']}: {summary['ran']} jobs run, {summary['skipped']} already done"

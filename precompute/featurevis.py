@@ -19,7 +19,7 @@ from precompute.optvis import objectives as obj
 from precompute.optvis import render as rd
 from store import pictures
 
-VERSION = 1
+VERSION = 2  # 2: the quick preset renders pooled objectives through random half-side windows
 UNIT_OBJECTIVES = ("channel", "neuron", "negative")
 FACETS = 4  # diversity images per unit
 DIVERSITY_WEIGHT = 1.0  # Lucid's diversity recipe weighs the channel and diversity terms equally
@@ -32,16 +32,16 @@ def settings(options: dict) -> rd.Preset:
     name = options.get("preset") or "quick"
     if name not in rd.PRESETS:
         raise rd.RenderError(f"unknown preset {name!r}; use one of {', '.join(rd.PRESETS)}")
-    overrides = {k: options[k] for k in ("size", "steps") if options.get(k) is not None}
+    overrides = {k: options[k] for k in ("size", "steps", "window") if options.get(k) is not None}
     if overrides.get("steps", 1) <= 0 or overrides.get("size", 1) <= 0:
         raise rd.RenderError("steps and size must be positive")
+    rd.check_window(overrides.get("window"))
     return dataclasses.replace(rd.PRESETS[name], **overrides)
 
 
 def params(req, spec) -> dict:
     preset = settings(req.options)
-    return {"preset": req.options.get("preset") or "quick", "size": preset.size, "steps": preset.steps,
-            "lr": preset.lr, "param": preset.param, "transforms": preset.transforms, "facets": FACETS,
+    return {"preset": req.options.get("preset") or "quick", **preset.knobs(), "facets": FACETS,
             "caricatures": list(CARICATURE_PHOTOS)}
 
 
@@ -49,7 +49,7 @@ def run(ctx, job: Job) -> dict[str, pa.Table]:
     preset = settings(ctx.request.options)
     spec, layer, seed = ctx.spec, job.layer, ctx.request.seed
     units = list(range(job.unit_start, job.unit_stop))
-    knobs = {"size": preset.size, "steps": preset.steps}
+    knobs = preset.knobs()
     rows: dict[str, list] = {k: [] for k in ("unit", "technique", "facet", "image", "achieved")}
 
     def add(unit, technique, facet, image, score):
@@ -107,7 +107,7 @@ def layer_visuals(ctx, job: Job, preset: rd.Preset) -> pa.Table:
                        for name in CARICATURE_PHOTOS])
     targets = rd.activations(ctx.model, [layer], photos, input_size=spec.input_size, mean=spec.mean,
                              std=spec.std, device=ctx.device)[layer]
-    knobs = {"size": preset.size, "steps": preset.steps, "seed": ctx.request.seed, "device": ctx.device,
+    knobs = {**preset.knobs(), "seed": ctx.request.seed, "device": ctx.device,
              "input_size": spec.input_size, "mean": spec.mean, "std": spec.std}
     dream, dream_score = rd.render(ctx.model, obj.deepdream(layer), [layer], batch=1, **knobs)
     caric, caric_score = rd.render(ctx.model, obj.caricature(layer, targets), [layer],

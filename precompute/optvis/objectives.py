@@ -9,6 +9,11 @@ Each objective knows which layers it reads, how many batch elements it describes
 and how far its elements are coupled (`block`: 1 when elements are independent, k when groups of k
 consecutive elements interact as in `diversity`, 0 when the whole batch does), so the renderer can split a
 batch that does not fit in memory without changing what any element optimises (`restrict`).
+
+An objective is `pooled` when its score pools over every position of the layer (a channel's mean, DeepDream,
+a direction, diversity's Gram matrices) rather than reading given positions (`neuron`, `caricature`). For a
+pooled objective, a random window of the model's view is a fair sample of the whole view, which is what
+lets the renderer show the model only a window per step (`render`'s `window`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Objective:
     block: int = 1
     # restrict(start, stop): the same objective for batch elements [start, stop) only.
     restrict: Callable[[int, int], Objective] | None = None
+    pooled: bool = False  # the score pools over all positions of its layers (see the module docstring)
 
     def __call__(self, acts: Acts) -> torch.Tensor:
         batch = next(iter(acts.values())).shape[0] if acts else None
@@ -69,7 +75,7 @@ class Objective:
         k = float(k)
         name = f"-{_paren(self.name)}" if k == -1 else f"{k:g} * {_paren(self.name)}"
         return Objective(lambda acts: k * self.fn(acts), self.layers, name, self.batch, self.block,
-                         lambda s, e: self.select(s, e) * k)
+                         lambda s, e: self.select(s, e) * k, self.pooled)
 
     __rmul__ = __mul__
 
@@ -99,7 +105,7 @@ def _combine(a: Objective, b: Objective, sign: float, name: str) -> Objective:
     layers = tuple(dict.fromkeys(a.layers + b.layers))
     return Objective(lambda acts: a.fn(acts) + sign * b.fn(acts), layers, name,
                      a.batch if a.batch is not None else b.batch, block,
-                     lambda s, e: _combine(a.select(s, e), b.select(s, e), sign, name))
+                     lambda s, e: _combine(a.select(s, e), b.select(s, e), sign, name), a.pooled and b.pooled)
 
 
 def _maps(acts: Acts, layer: str) -> torch.Tensor:
@@ -112,10 +118,11 @@ def _maps(acts: Acts, layer: str) -> torch.Tensor:
 
 
 def _per_element(name: str, layer: str, values: tuple | None, build: Callable[[tuple | None], Score],
-                 block: int = 1) -> Objective:
+                 pooled: bool) -> Objective:
     """An objective with one parameter per batch element (`values`), or one for all (`values` None)."""
-    return Objective(build(values), (layer,), name, None if values is None else len(values), block,
-                     None if values is None else lambda s, e: _per_element(name, layer, values[s:e], build, block))
+    return Objective(build(values), (layer,), name, None if values is None else len(values), 1,
+                     None if values is None else lambda s, e: _per_element(name, layer, values[s:e], build, pooled),
+                     pooled)
 
 
 def _unit_index(a: torch.Tensor, units: tuple[int, ...] | int, layer: str) -> torch.Tensor:
@@ -156,7 +163,8 @@ def channel(layer: str, unit: int | Sequence[int]) -> Objective:
 
         return fn
 
-    return _per_element(f"channel({layer}, {unit})", layer, None if isinstance(units, int) else units, build)
+    return _per_element(f"channel({layer}, {unit})", layer, None if isinstance(units, int) else units, build,
+                        pooled=True)
 
 
 def channels(layer: str, units: Sequence[int]) -> Objective:
@@ -179,7 +187,8 @@ def neuron(layer: str, unit: int | Sequence[int]) -> Objective:
 
         return fn
 
-    return _per_element(f"neuron({layer}, {unit})", layer, None if isinstance(units, int) else units, build)
+    return _per_element(f"neuron({layer}, {unit})", layer, None if isinstance(units, int) else units, build,
+                        pooled=False)
 
 
 def neurons(layer: str, units: Sequence[int]) -> Objective:
@@ -197,7 +206,7 @@ def deepdream(layer: str) -> Objective:
     def fn(acts):
         return _maps(acts, layer).pow(2).mean(dim=(1, 2, 3))
 
-    return Objective(fn, (layer,), f"deepdream({layer})")
+    return Objective(fn, (layer,), f"deepdream({layer})", pooled=True)
 
 
 def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
@@ -226,7 +235,7 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
 
         return fn
 
-    return _per_element(f"direction({layer})", layer, rows, build)
+    return _per_element(f"direction({layer})", layer, rows, build, pooled=True)
 
 
 def diversity(layer: str, group: int | None = None) -> Objective:
@@ -253,7 +262,7 @@ def diversity(layer: str, group: int | None = None) -> Objective:
         off_diagonal = similarity.sum(dim=2) - similarity.diagonal(dim1=1, dim2=2)
         return -(off_diagonal / size).reshape(b)
 
-    return Objective(fn, (layer,), f"diversity({layer})", None, group or 0)
+    return Objective(fn, (layer,), f"diversity({layer})", None, group or 0, pooled=True)
 
 
 # Lucid's caricature recipe floors its cosine term at 0.1 (lucid/recipes/caricature.py, `dot_compare`), so
@@ -291,4 +300,4 @@ def caricature(layer: str, target: torch.Tensor, power: float = 1.0) -> Objectiv
 
         return fn
 
-    return _per_element(f"caricature({layer}, power={power:g})", layer, rows, build)
+    return _per_element(f"caricature({layer}, power={power:g})", layer, rows, build, pooled=False)

@@ -11,7 +11,12 @@ Speed on CPUs, measured on EfficientNet-Lite0 (see benchmarks/bench_render.py):
   BatchNorm is a per-channel affine map, so folding it removes an elementwise pass forwards and backwards;
 - all of Lucid's standard transforms and the resize to the model's input are one `grid_sample` per step;
 - one batch holds many units (element i of a batch objective has its own unit), with one Adam for all:
-  Adam's update is elementwise, so each element follows the same path as if rendered alone.
+  Adam's update is elementwise, so each element follows the same path as if rendered alone;
+- for pooled objectives (a channel's mean, DeepDream, diversity; see `objectives`), the `quick` preset shows
+  the model a random window of half its input's side at each step, not the whole view: a quarter of the
+  pixels per step, and windows that move every step cover the whole image over the run. The images are
+  still made for, and scored on, the whole view (`achieved`). Position-bound objectives (`neuron`,
+  `caricature`) always see the whole view.
 """
 
 from __future__ import annotations
@@ -49,13 +54,21 @@ class Preset:
     lr: float = 0.05  # Lucent's default Adam step (render_vis), which the reference renders use
     param: str = "fourier"
     transforms: str = "standard"
+    # For pooled objectives: the side of the random window of the model's input that each step evaluates,
+    # as a fraction of the input's side; None or 1: the whole input (see the module docstring).
+    window: float | None = None
     batch: int | None = None  # units per optimisation in render_units; None: by device (see auto_batch)
+
+    def knobs(self) -> dict:
+        """The settings that `render` takes, by name."""
+        return {"size": self.size, "steps": self.steps, "lr": self.lr, "param": self.param,
+                "transforms": self.transforms, "window": self.window}
 
 
 PRESETS: dict[str, Preset] = {
     # The settings of shared/reference/lucent-efficientnet_lite0.png, our quality bar: Lucent's default
-    # 128 px image (upsampled to the model's input) at 256 steps.
-    "quick": Preset(size=128, steps=256),
+    # 128 px image (upsampled to the model's input) at 256 steps; pooled objectives see half-side windows.
+    "quick": Preset(size=128, steps=256, window=0.5),
     # Issue 3's publication setting: the model's full input resolution, 8x the steps.
     "full": Preset(size=224, steps=2048),
 }
@@ -72,6 +85,7 @@ def render(
     lr: float = 0.05,
     param: str = "fourier",
     transforms: str | Sequence[tf.Transform] = "standard",
+    window: float | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     input_size: int = 224,
@@ -88,7 +102,9 @@ def render(
     `keys` name the batch elements for seeding (default 0..B-1): element i's start and transforms come from
     (seed, keys[i]), so an element renders the same in any batch. `model` must live on `device`; it is not
     modified (rendering uses a private, optimised copy unless `optimise_model` is False).
-    `step_callback(step, scores)` is called after every step (progress bars, tests).
+    `step_callback(step, scores)` is called after every step (progress bars, tests). With `window` (0 < w <= 1)
+    and a pooled objective, each step shows the model a random window of side w * `input_size` of its view
+    (`scores` are then the window's); other objectives ignore it.
 
     Deterministic for a seed on a CPU. On CUDA, `grid_sample`'s backward accumulates with atomic adds, so
     two runs agree only to float rounding, and autocast (bf16, else fp16) runs the model.
@@ -99,7 +115,8 @@ def render(
     keys = list(range(batch)) if keys is None else [int(k) for k in keys]
     if len(keys) != batch:
         raise RenderError(f"got {len(keys)} element keys for a batch of {batch}")
-    settings = _Settings(size, steps, lr, param, _transforms(transforms), seed, device, input_size, tuple(mean), tuple(std))
+    settings = _Settings(size, steps, lr, param, _transforms(transforms), window, seed, device, input_size,
+                         tuple(mean), tuple(std))
     settings.check()
     _check_device(model, device)
     work = prepare(model, layers, device, input_size) if optimise_model else model
@@ -152,8 +169,7 @@ def render_units(
     images, scores, done = [], [], 0
     for start in range(0, len(units), chunk_size):
         chunk = units[start:start + chunk_size]
-        im, sc = render(work, makers[objective](info.name, chunk), [info.name], size=settings.size,
-                        steps=settings.steps, lr=settings.lr, param=settings.param, transforms=settings.transforms,
+        im, sc = render(work, makers[objective](info.name, chunk), [info.name], **settings.knobs(),
                         seed=seed, device=device, input_size=spec.input_size, mean=spec.mean, std=spec.std,
                         keys=chunk, optimise_model=False)
         images.append(im)
@@ -339,6 +355,7 @@ class _Settings:
     lr: float
     param: str
     transforms: tuple
+    window: float | None
     seed: int
     device: torch.device
     input_size: int
@@ -354,6 +371,7 @@ class _Settings:
             raise RenderError(f"input_size must be an integer of at least 8 pixels, got {self.input_size!r}")
         if not self.lr > 0:
             raise RenderError(f"lr must be positive, got {self.lr!r}")
+        check_window(self.window)
         if self.param not in param_mod.PARAMS:
             raise RenderError(f"unknown parameterisation {self.param!r}; use one of {', '.join(param_mod.PARAMS)}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -391,7 +409,7 @@ def _optimise(model, objective, layers, keys, settings, step_callback) -> np.nda
     gens = rng.element_generators(s.seed, keys)
     params, image_fn = param_mod.PARAMS[s.param](batch, s.size, gens, s.device)
     optimiser = torch.optim.Adam(params, lr=s.lr)
-    to_input = tf.compose([*s.transforms, tf.resize(s.input_size)])
+    to_input = tf.compose([*s.transforms, tf.resize(s.input_size), *_window(objective, s)])
     m, sd = _norm(s.mean, s.std, s.device)
     autocast, scaler = _mixed_precision(s.device)
     with capture(model, list(layers)) as captured:
@@ -414,6 +432,17 @@ def _optimise(model, objective, layers, keys, settings, step_callback) -> np.nda
     with torch.no_grad():
         final = image_fn().detach().permute(0, 2, 3, 1).float().cpu().numpy()
     return to_uint8(final)
+
+
+def _window(objective: obj.Objective, s: _Settings) -> list[tf.Warp]:
+    """The random window warp for a pooled objective when the settings ask for one smaller than the input."""
+    side = max(1, round(s.window * s.input_size)) if s.window else s.input_size
+    return [tf.window(side)] if objective.pooled and side < s.input_size else []
+
+
+def check_window(window: float | None) -> None:
+    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 1):
+        raise RenderError(f"window must be a fraction of the input's side in (0, 1], got {window!r}")
 
 
 def _mixed_precision(device: torch.device):
@@ -498,6 +527,7 @@ def _preset(preset: str | Preset, overrides: dict) -> Preset:
     if unknown:
         raise RenderError(f"unknown render setting {sorted(unknown)[0]!r}; settings are {', '.join(Preset.__dataclass_fields__)}")
     settings = replace(preset, **overrides)
+    check_window(settings.window)
     if settings.batch is not None and (not isinstance(settings.batch, int) or settings.batch <= 0):
         raise RenderError(f"batch must be a positive integer, got {settings.batch!r}")
     return settings

@@ -123,6 +123,31 @@ def resize(size: int | Size) -> Warp:
     return Warp(f"resize({out[0]}x{out[1]})", lambda _g, batch, _s: _eye(batch), lambda _s: out)
 
 
+def window(side: int) -> Warp:
+    """Cuts a random `side` x `side` window out of each image, at a whole-pixel offset drawn uniformly from
+    every position where the window fits inside the image (`side` at most the image's sides).
+
+    The renderer's last warp for pooled objectives: the model then sees one window of its input view per
+    step instead of the whole view (see `render.render`'s `window`).
+    """
+    if side < 1:
+        raise ValueError(f"a window needs at least 1 pixel, got {side}")
+
+    def matrices(gen, batch, size):
+        h, w = size
+        # Offsets of the window's corner from the image's, 0..(n - side), measured from the centred window.
+        dx = rng.choice(gen, batch, [i - (w - side) / 2 for i in range(max(w - side, 0) + 1)])
+        dy = rng.choice(gen, batch, [i - (h - side) / 2 for i in range(max(h - side, 0) + 1)])
+        m = _eye(batch)
+        m[:, 0, 0] = side / w
+        m[:, 1, 1] = side / h
+        m[:, 0, 2] = 2 * dx / w
+        m[:, 1, 2] = 2 * dy / h
+        return m
+
+    return Warp(f"window({side})", matrices, lambda _s: (side, side))
+
+
 def compose(transforms: Sequence[Transform]) -> Transform:
     """Applies transforms in order; runs of consecutive `Warp`s become one matrix and one resampling."""
     stages: list[Transform | list[Warp]] = []

@@ -7,7 +7,7 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.test_pages import APP, MODEL_ID, html, run, tiles
+from tests.app.test_pages import MODEL_ID, html, run, tiles
 
 pytestmark = pytest.mark.app
 

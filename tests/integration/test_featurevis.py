@@ -33,6 +33,7 @@ def test_every_unit_gets_each_objective_and_its_facets(fv_store):
             ("channel", 0), ("neuron", 0), ("negative", 0), ("diversity", 0), ("diversity", 1), ("diversity", 2),
             ("diversity", 3)]
         assert all(r["image"][:4] == b"RIFF" and r["params"]["steps"] == 24 for r in rows)
+        assert all(r["params"]["window"] == 0.5 for r in rows)  # the quick preset's, recorded with the image
     assert sorted(store.thumbnails("tiny", "2.0", [0, 1, 2, 3], "channel")) == [0, 1, 2]
     visuals = store.layer_visuals("tiny", "2.0")
     assert [v["technique"] for v in visuals] == ["deepdream", "caricature", "caricature", "caricature"]
@@ -62,6 +63,9 @@ def test_bad_preset_and_steps(tiny_factory, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["precompute", "efficientnet_lite0.bundled", "--techniques", "featurevis", "--steps", "0"])
     assert "expected a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["precompute", "efficientnet_lite0.bundled", "--techniques", "featurevis", "--window", "0"])
+    assert "expected a fraction in (0, 1], got '0'" in capsys.readouterr().err
 
 
 @pytest.mark.app

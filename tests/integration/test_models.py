@@ -1,6 +1,5 @@
 """Every registry entry builds (pretrained weights off) and its declared layers match the module tree."""
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

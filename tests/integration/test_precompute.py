@@ -1,6 +1,5 @@
 """The pipeline end to end on a tiny model: store contents, reruns, resuming after kill -9, determinism."""
 
-import json
 import os
 import signal
 import subprocess

@@ -242,8 +242,49 @@ def test_render_units_errors():
 
 
 def test_presets_are_data():
-    assert (R.PRESETS["quick"].size, R.PRESETS["quick"].steps) == (128, 256)
-    assert (R.PRESETS["full"].size, R.PRESETS["full"].steps) == (224, 2048)
+    quick, full = R.PRESETS["quick"], R.PRESETS["full"]
+    assert (quick.size, quick.steps, quick.window) == (128, 256, 0.5)
+    assert (full.size, full.steps, full.window) == (224, 2048, None)
+
+
+def input_sides(model: nn.Module) -> list[int]:
+    """Records the side of every input the model is given (a hook on the first layer; render with
+    optimise_model=False, as the optimised copy leaves the caller's hooks behind)."""
+    sides: list[int] = []
+    model[0].register_forward_pre_hook(lambda _m, args: sides.append(args[0].shape[-1]))
+    return sides
+
+
+def test_a_window_shows_pooled_objectives_part_of_the_view_and_scores_the_whole():
+    model = tiny()
+    sides = input_sides(model)
+    objective = O.channels("3", [0, 1, 2])
+    _, before = R.render(model, objective, **{**FAST, "steps": 1})
+    sides.clear()
+    images, after = R.render(model, objective, window=0.5, optimise_model=False, **FAST)
+    assert sides[:FAST["steps"]] == [16] * FAST["steps"]  # the steps saw 16 px windows of the 32 px view
+    assert sides[FAST["steps"]:] == [32]  # the score is measured on the whole view
+    assert np.allclose(after, R.achieved(model, objective, images, input_size=32, mean=FAST["mean"],
+                                         std=FAST["std"]), atol=1e-5)
+    assert (after > before + 0.01).all(), (before, after)
+
+
+def test_position_bound_objectives_ignore_the_window():
+    model = tiny()
+    sides = input_sides(model)
+    R.render(model, O.neurons("3", [0, 1]), window=0.5, optimise_model=False, **{**FAST, "steps": 3})
+    assert set(sides) == {32}
+    with_window, _ = R.render(model, O.neurons("3", [0, 1]), window=0.5, **{**FAST, "steps": 3})
+    without, _ = R.render(model, O.neurons("3", [0, 1]), **{**FAST, "steps": 3})
+    assert np.array_equal(with_window, without)
+
+
+@pytest.mark.parametrize("window", [0, 1.5, -0.5, True, "half"])
+def test_bad_windows_are_one_clear_error(window):
+    with pytest.raises(R.RenderError, match="window must be a fraction"):
+        R.render(tiny(), O.channel("4", 0), batch=1, window=window, **FAST)
+    with pytest.raises(R.RenderError, match="window must be a fraction"):
+        R.render_units(tiny(), tiny_spec(), "4", [0], window=window)
 
 
 def test_bundled_model_two_units_rise_and_folding_is_exact():

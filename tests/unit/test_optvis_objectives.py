@@ -125,6 +125,16 @@ def test_select_restricts_per_element_parameters():
     assert torch.allclose(part(a), want)
 
 
+def test_pooled_objectives_are_those_that_pool_over_every_position():
+    target = torch.ones(5, 4, 4)
+    pooled = [O.channel(L, 0), O.negative(L, 0), O.deepdream(L), O.direction(L, [1.0] * 5), O.diversity(L),
+              O.channels(L, [0, 1]) + O.diversity(L, group=2), O.channel(L, 0) - 0.5 * O.deepdream(L)]
+    position_bound = [O.neuron(L, 0), O.caricature(L, target), O.channel(L, 0) + O.neuron(L, 1)]
+    assert all(o.pooled for o in pooled)
+    assert not any(o.pooled for o in position_bound)
+    assert O.channels(L, [0, 1, 2]).select(1, 3).pooled and not O.neurons(L, [0, 1, 2]).select(1, 3).pooled
+
+
 def test_select_refuses_to_split_coupled_elements():
     with pytest.raises(O.ObjectiveError, match="groups of 2"):
         (O.channels(L, [0, 1, 2, 3]) + O.diversity(L, group=2)).select(1, 3)

@@ -61,6 +61,20 @@ def test_resize_changes_only_the_size():
     assert torch.allclose(out, torch.tensor(0.3), atol=1e-6)
 
 
+def test_window_cuts_a_whole_pixel_window_that_fits_at_a_random_place():
+    x = images(batch=12, size=16)
+    out = tf.window(6)(x, rng.element_generators(0, range(12)))
+    assert out.shape == (12, 3, 6, 6)
+    corners = set()
+    for i in range(12):
+        found = [(y, x0) for y in range(11) for x0 in range(11)
+                 if torch.allclose(out[i], x[i, :, y:y + 6, x0:x0 + 6], atol=1e-5)]
+        assert len(found) == 1, f"element {i} is not a 6x6 window of its image"
+        corners.add(found[0])
+    assert len(corners) > 6  # each element draws its own place
+    assert torch.allclose(tf.window(16)(x, gen()), x, atol=1e-5)  # a window the image's size is the image
+
+
 def test_fused_composition_equals_applying_one_by_one():
     x = images(size=12)
     steps = [tf.pad(2), tf.random_rotate([90]), tf.jitter(3)]
@@ -100,7 +114,7 @@ def test_empty_composition_is_the_identity():
 
 
 @pytest.mark.parametrize("make", [lambda: tf.pad(-1), lambda: tf.jitter(0), lambda: tf.random_scale([]),
-                                  lambda: tf.random_scale([0.0]), lambda: tf.random_rotate([])])
+                                  lambda: tf.random_scale([0.0]), lambda: tf.random_rotate([]), lambda: tf.window(0)])
 def test_bad_settings_are_refused(make):
     with pytest.raises(ValueError):
         make()
