@@ -341,13 +341,17 @@ class Store:
     def summary(self) -> dict:
         """What the store holds: for `microscope info --json`."""
         models = []
+        # Techniques added after the first stores: their tables may be missing from an older store.
+        later = "".join(f"UNION ALL SELECT DISTINCT '{t}', layer, unit FROM {t} WHERE model_id = $1\n"
+                        for t in ("tuning", "featurevis", "circuits") if self.has_table(t))
         for m in self.models():
             counts = self._rows("""
                 SELECT technique, count(*) AS units FROM (
-                    SELECT 'stats' AS technique, layer, unit FROM unit_stats WHERE model_id = ?
-                    UNION ALL SELECT DISTINCT 'dataset', layer, unit FROM dataset_examples WHERE model_id = ?)
+                    SELECT 'stats' AS technique, layer, unit FROM unit_stats WHERE model_id = $1
+                    UNION ALL SELECT DISTINCT 'dataset', layer, unit FROM dataset_examples WHERE model_id = $1
+                    {later})
                 GROUP BY technique ORDER BY technique
-            """, [m["model_id"], m["model_id"]])
+            """.format(later=later), [m["model_id"]])
             models.append({
                 "model": m["model_id"], "arch": m["arch"], "source": m["source"], "revision": m["revision"],
                 "layers": [{"layer": l["layer"], "alias": l["alias"], "units": l["units"],
