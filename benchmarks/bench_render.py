@@ -11,7 +11,7 @@ resized to 224, the model's own normalisation, the unit's mean channel activatio
 Targets: at least 10x Lucent's units/s and a median achieved activation at least Lucent's.
 
     pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1 && pip install decorator ipython
-    python benchmarks/bench_render.py [--layer blocks.3] [--units 16] [--steps 256] [--batch 2] [--window 1]
+    python benchmarks/bench_render.py [--layer blocks.3] [--units 16] [--steps 256] [--batch 8] [--window 1]
 
 Lucent normalises every input with ImageNet's mean and std (its `transform.normalize`), not the model's;
 `--lucent-norm model` gives it the model's normalisation instead (a fairer activation comparison).
@@ -75,7 +75,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=None, help="units per optimisation (ours; default: by device)")
     ap.add_argument("--window", type=float, default=None, help="ours: window fraction (default: the quick preset's)")
-    ap.add_argument("--round", type=int, default=4, help="units per turn when alternating ours and Lucent's")
+    ap.add_argument("--round", type=int, default=8, help="units per turn when alternating ours and Lucent's "
+                    "(at least the batch, or ours renders smaller batches)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lucent-norm", choices=["imagenet", "model"], default="imagenet")
     ap.add_argument("--default-malloc", action="store_true",
@@ -90,6 +91,7 @@ def main() -> None:
     spec = REGISTRY[DEFAULT_MODEL]
     model = build(spec, device="cpu")
     lucent_model = build(spec, device="cpu")  # Lucent hooks every module; keep that off the model we measure with
+    window = args.window if args.window is not None else PRESETS["quick"].window
     count = spec.layer(args.layer).units
     units = [int(u) for u in np.linspace(0, count - 1, args.units).round()]
     # Warm-up, untimed: the first steps of a process pay for fresh memory pages and kernel set-up (seen here:
@@ -127,8 +129,8 @@ def main() -> None:
     ours_ups, lucent_ups = len(units) / ours_t, len(units) / lucent_t
     print(f"model {spec.id}, layer {args.layer}, {len(units)} units {units[0]}..{units[-1]}, {args.size} px image "
           f"upsampled to {spec.input_size}, {args.steps} steps, Adam lr 0.05, seed {args.seed}, "
-          f"{torch.get_num_threads()} threads; ours batch {args.batch or auto_batch(torch.device('cpu'))}, window "
-          f"{args.window if args.window is not None else PRESETS['quick'].window}; Lucent one unit per call, "
+          f"{torch.get_num_threads()} threads; ours batch {args.batch or auto_batch(torch.device('cpu'), window <= 0.5)}, "
+          f"window {window}; Lucent one unit per call, "
           f"{args.lucent_norm} normalisation; freed memory retained (both): {retained}")
     print(f"units/s      ours {ours_ups:.3f}  Lucent {lucent_ups:.3f}  ratio {ours_ups / lucent_ups:.2f}x")
     # CPU seconds of this process: less sensitive than wall time to other processes competing for the cores.
