@@ -129,7 +129,7 @@ def main() -> None:
     ours_ups, lucent_ups = len(units) / ours_t, len(units) / lucent_t
     print(f"model {spec.id}, layer {args.layer}, {len(units)} units {units[0]}..{units[-1]}, {args.size} px image "
           f"upsampled to {spec.input_size}, {args.steps} steps, Adam lr 0.05, seed {args.seed}, "
-          f"{torch.get_num_threads()} threads; ours batch {args.batch or auto_batch(torch.device('cpu'), window <= 0.5)}, "
+          f"{torch.get_num_threads()} threads; ours batch {args.batch or auto_batch(torch.device('cpu'), window)}, "
           f"window {window}; Lucent one unit per call, "
           f"{args.lucent_norm} normalisation; freed memory retained (both): {retained}")
     print(f"units/s      ours {ours_ups:.3f}  Lucent {lucent_ups:.3f}  ratio {ours_ups / lucent_ups:.2f}x")

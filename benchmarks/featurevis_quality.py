@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_render import grid  # noqa: E402  (this folder is on the path when run as a script)
 from precompute.featurevis import settings  # noqa: E402
 from precompute.layers import with_layers  # noqa: E402
 from precompute.models import DEFAULT_MODEL, build, resolve  # noqa: E402
@@ -89,20 +90,9 @@ def main() -> None:
     print(f"overall: {wins}/{total} = {100 * wins / max(total, 1):.0f}% of units; {time.time() - started:.0f} s")
     store.close()
     if args.grid and rows:
-        save_grid(rows, args.grid)
+        grid(rows, args.grid)
         print(f"pictures, one row per layer: {args.grid}")
 
-
-def save_grid(rows: list[np.ndarray], path: Path, pad: int = 4) -> None:
-    from PIL import Image
-
-    side = rows[0].shape[1]
-    canvas = np.full((len(rows) * (side + pad), max(len(r) for r in rows) * (side + pad), 3), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            canvas[i * (side + pad):i * (side + pad) + side, j * (side + pad):j * (side + pad) + side] = image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ images of one unit pushed apart). Per layer (in the job that holds the layer's u
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pyarrow as pa
 from PIL import Image
@@ -28,15 +26,11 @@ THUMB_PX = 96
 
 
 def settings(options: dict) -> rd.Preset:
-    """The named preset (`quick` by default) with the command line's size and steps laid over it."""
-    name = options.get("preset") or "quick"
-    if name not in rd.PRESETS:
-        raise rd.RenderError(f"unknown preset {name!r}; use one of {', '.join(rd.PRESETS)}")
+    """The named preset (`quick` by default) with the command line's size, steps and window laid over it."""
     overrides = {k: options[k] for k in ("size", "steps", "window") if options.get(k) is not None}
     if overrides.get("steps", 1) <= 0 or overrides.get("size", 1) <= 0:
         raise rd.RenderError("steps and size must be positive")
-    rd.check_window(overrides.get("window"))
-    return dataclasses.replace(rd.PRESETS[name], **overrides)
+    return rd.preset_settings(options.get("preset") or "quick", overrides)
 
 
 def params(req, spec) -> dict:

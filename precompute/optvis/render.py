@@ -148,7 +148,7 @@ def render_units(
     param, transforms, batch). Each unit is seeded by (seed, unit), so its picture does not depend on the
     chunk it falls in. `progress(n)` is called with the number of units finished after each chunk.
     """
-    settings = _preset(preset, overrides)
+    settings = preset_settings(preset, overrides)
     makers = {"channel": obj.channels, "neuron": obj.neurons, "negative": lambda l, u: obj.negative(l, list(u))}
     if objective not in makers:
         raise RenderError(f"unknown objective {objective!r}; use one of {', '.join(makers)}")
@@ -165,8 +165,8 @@ def render_units(
     device = torch.device(device)
     _check_device(model, device)
     work = prepare(model, [info.name], device, spec.input_size)
-    windowed = bool(settings.window and settings.window <= 0.5 and makers[objective](info.name, units[:1]).pooled)
-    chunk_size = settings.batch or auto_batch(device, windowed)
+    pooled = makers[objective](info.name, units[:1]).pooled
+    chunk_size = settings.batch or auto_batch(device, settings.window if pooled else None)
     images, scores, done = [], [], 0
     for start in range(0, len(units), chunk_size):
         chunk = units[start:start + chunk_size]
@@ -372,7 +372,7 @@ class _Settings:
             raise RenderError(f"input_size must be an integer of at least 8 pixels, got {self.input_size!r}")
         if not self.lr > 0:
             raise RenderError(f"lr must be positive, got {self.lr!r}")
-        check_window(self.window)
+        _check_window(self.window)
         if self.param not in param_mod.PARAMS:
             raise RenderError(f"unknown parameterisation {self.param!r}; use one of {', '.join(param_mod.PARAMS)}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -441,7 +441,7 @@ def _window(objective: obj.Objective, s: _Settings) -> list[tf.Warp]:
     return [tf.window(side)] if objective.pooled and side < s.input_size else []
 
 
-def check_window(window: float | None) -> None:
+def _check_window(window: float | None) -> None:
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 1):
         raise RenderError(f"window must be a fraction of the input's side in (0, 1], got {window!r}")
 
@@ -519,7 +519,8 @@ def _transforms(transforms: str | Sequence[tf.Transform]) -> tuple:
     return tuple(transforms)
 
 
-def _preset(preset: str | Preset, overrides: dict) -> Preset:
+def preset_settings(preset: str | Preset, overrides: dict) -> Preset:
+    """A named (or given) preset with `overrides` laid over it, checked; RenderError on a bad name or value."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise RenderError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
@@ -528,15 +529,14 @@ def _preset(preset: str | Preset, overrides: dict) -> Preset:
     if unknown:
         raise RenderError(f"unknown render setting {sorted(unknown)[0]!r}; settings are {', '.join(Preset.__dataclass_fields__)}")
     settings = replace(preset, **overrides)
-    check_window(settings.window)
+    _check_window(settings.window)
     if settings.batch is not None and (not isinstance(settings.batch, int) or settings.batch <= 0):
         raise RenderError(f"batch must be a positive integer, got {settings.batch!r}")
     return settings
 
 
-def auto_batch(device: torch.device, windowed: bool = False) -> int:
-    """Units per optimisation when none is asked for; `windowed`: the steps see windows of at most half the
-    input's side.
+def auto_batch(device: torch.device, window: float | None = None) -> int:
+    """Units per optimisation when none is asked for; `window`: the window the steps see (None: whole views).
 
     A CPU gains little from batching: for EfficientNet-Lite0 at 224 px a step costs about 1.4x less per
     image at a batch of 4 than at 1, and more again at 8, once a batch's activations no longer fit in
@@ -546,4 +546,4 @@ def auto_batch(device: torch.device, windowed: bool = False) -> int:
     """
     if device.type == "cuda":
         return 32
-    return 8 if windowed else 4
+    return 8 if window and window <= 0.5 else 4

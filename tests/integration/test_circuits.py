@@ -104,8 +104,9 @@ class Net(nn.Module):
         return self.head(torch.relu(self.block(torch.relu(self.stem(x)))))
 
 
-def test_expanded_weights_equal_a_brute_force_jacobian_of_the_linearised_path():
-    torch.manual_seed(2)
+def net_with_batchnorm_statistics(seed: int, biases: bool) -> Net:
+    """`Net` in float64 with random BatchNorm statistics and scales (and shifts), so folding them matters."""
+    torch.manual_seed(seed)
     net = Net().double().eval()
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -113,7 +114,13 @@ def test_expanded_weights_equal_a_brute_force_jacobian_of_the_linearised_path():
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.normal_()
-                m.bias.normal_()
+                if biases:
+                    m.bias.normal_()
+    return net
+
+
+def test_expanded_weights_equal_a_brute_force_jacobian_of_the_linearised_path():
+    net = net_with_batchnorm_statistics(seed=2, biases=True)
     pair = expanded_weights(net, "stem", "head", 32)  # stem map 16x16, head map 8x8: centre (4, 4)
 
     def linear(a):  # the same network written out with its nonlinearities removed by hand
@@ -136,14 +143,7 @@ def test_expanded_weights_equal_a_brute_force_jacobian_of_the_linearised_path():
 def test_a_crop_of_the_source_map_gives_the_whole_maps_weights_on_a_strided_residual_net():
     """The weights are computed on the part of the source map the target's centre depends on; through stride-2
     convolutions, a residual block and pooling, on even and odd map sizes, that must change nothing."""
-    torch.manual_seed(3)
-    net = Net().double().eval()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_()
+    net = net_with_batchnorm_statistics(seed=3, biases=False)
     for size in (64, 62):  # stem maps 32x32 and 31x31: the odd one puts the centre off the stride grid's middle
         for source, target in (("stem", "head"), ("stem", "block"), ("block", "head")):
             whole = expanded_weights(net, source, target, size, crop=False)
