@@ -29,7 +29,7 @@ def pairs(names: list[str], hops: int) -> list[tuple[str, str]]:
 def compute_all(model_ref: str, hops: int, compare: bool) -> None:
     import torch
 
-    from precompute.circuits import CircuitError, expanded_weights
+    from precompute.techniques.circuits import CircuitError, expanded_weights
     from precompute.layers import with_layers
     from precompute.models import build, resolve
 
@@ -127,7 +127,7 @@ def main() -> None:
                     "(no crop): time ratio and largest difference")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from precompute.circuits import HOPS
+    from precompute.techniques.circuits import HOPS
 
     for ref in [m for m in args.models.split(",") if m]:
         compute_all(ref, args.hops or HOPS, args.compare)

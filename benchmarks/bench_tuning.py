@@ -1,7 +1,7 @@
 """Tuning curves: the stimulus pass with recording (every layer's centre and spatial-max responses) against a
 plain forward pass over the same stimuli, then the time to compute every tuning curve of the bundled model.
 
-Each batch of stimuli (precompute.stimuli at the model's input size, normalised) goes through the plain
+Each batch of stimuli (store.stimuli at the model's input size, normalised) goes through the plain
 model and then through the recording pass, alternately, so that load from other processes on a shared
 machine hits both alike; the sums are compared. Rendering is timed on its own. Target: a ratio <= 1.3.
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from precompute import tuning  # noqa: E402
 from precompute.hooks import capture  # noqa: E402
 from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
-from precompute.stimuli import FAMILIES, count  # noqa: E402
+from store.stimuli import FAMILIES, count  # noqa: E402
 
 
 def main() -> None:

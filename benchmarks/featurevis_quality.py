@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_render import grid  # noqa: E402  (this folder is on the path when run as a script)
-from precompute.featurevis import settings  # noqa: E402
+from precompute.techniques.featurevis import settings  # noqa: E402
 from precompute.layers import with_layers  # noqa: E402
 from precompute.models import DEFAULT_MODEL, build, resolve  # noqa: E402
 from precompute.optvis import render as rd  # noqa: E402

@@ -14,9 +14,10 @@ tab's sessionStorage and reopened after signing in.
 from __future__ import annotations
 
 import json
-import os
 
 import streamlit as st
+
+from store import config
 
 NEXT_KEY = "microscope-next"
 
@@ -33,10 +34,8 @@ def login_configured() -> bool:
 
 
 def allowlist() -> list[str]:
-    text = os.environ.get("MICROSCOPE_ALLOWED")
-    if text is not None:
-        entries = text.replace(",", " ").split()
-    else:
+    entries = config.allowed()
+    if entries is None:
         section = _secrets_section("microscope") or {}
         entries = section.get("allowed", [])
         entries = entries.replace(",", " ").split() if isinstance(entries, str) else list(entries)

@@ -6,17 +6,15 @@ Every cached function takes `key` = (absolute path, (mtime_ns, size)) first, so 
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from store import remote
+from store import config, remote
 from store.queries import Store
 
-DEFAULT_STORE = "data/microscope.duckdb"
 StoreKey = tuple[str, tuple[int, int]]
 
 
@@ -28,14 +26,10 @@ class StoreMissing(Exception):
         self.path = path
 
 
-def store_location() -> str:
-    return os.environ.get("MICROSCOPE_STORE") or DEFAULT_STORE
-
-
 def store_path() -> Path:
     """The file to open: the store itself, or the checked local copy of a remote one (`store.remote`), which is
     fetched on first use and replaced atomically when a newer good file is published."""
-    location = store_location()
+    location = config.store_location()
     if remote.is_remote(location):
         return remote.mirror(location).current()
     return Path(location)
@@ -44,7 +38,7 @@ def store_path() -> Path:
 def remote_status() -> dict | None:
     """For a remote store: where it comes from, when the copy being served was fetched, and why the last check
     did not give a newer one (None when it did, or when nothing newer was published)."""
-    location = store_location()
+    location = config.store_location()
     if not remote.is_remote(location):
         return None
     held = remote.mirror(location)

@@ -1,6 +1,6 @@
 """The `tuning` lens: a unit's responses to synthetic stimuli (gratings, curves, colour, edges, lines), as
 curves against the varied parameter, polar plots for angles and hue, a heatmap over two parameters, and
-the stimuli themselves (drawn here with precompute.stimuli, which is numpy-only) beside the plots."""
+the stimuli themselves (drawn here with store.stimuli, which is numpy-only) beside the plots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import data, html
 from dashboard.params import UnitRef, shown
-from precompute.stimuli import FAMILIES
+from store.stimuli import FAMILIES
 
 THUMB_PX = 96
 PLOT = dict(height=340, margin=dict(l=10, r=10, t=30, b=10))
@@ -78,7 +78,7 @@ def polar_figure(axis: dict, curve: np.ndarray, family: str, blank: float | None
     theta, r = theta + theta[:1], np.concatenate([r, r[:1]])
     marker = {}
     if family == "colour":
-        from precompute.stimuli import hsv_to_rgb
+        from store.stimuli import hsv_to_rgb
         marker = dict(color=[f"rgb{tuple(int(c * 255) for c in hsv_to_rgb(t, 1, 1))}" for t in theta], size=9)
     fig = go.Figure(go.Scatterpolar(r=r, theta=theta, mode="lines+markers", marker=marker, line_color="#444",
                                     hovertemplate="%{theta}°: %{r:.3g}<extra></extra>"))

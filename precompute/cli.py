@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_STORE = "data/microscope.duckdb"
+from store import config
+from store.errors import MicroscopeError, one_line
+
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", type=Path, default=Path(os.environ.get("MICROSCOPE_STORE", DEFAULT_STORE)),
+    parser.add_argument("--store", type=Path, default=Path(config.store_location()),
                         help="store file (default: $MICROSCOPE_STORE or %(default)s)")
 
 
@@ -113,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--port", type=int, default=8501)
         s.add_argument("--address", default="localhost", help="address to listen on (0.0.0.0 for all)")
         if name == "serve":
-            s.add_argument("--store", default=os.environ.get("MICROSCOPE_STORE", DEFAULT_STORE),
+            s.add_argument("--store", default=config.store_location(),
                            help="store file, or a published one: https://..., s3://BUCKET/KEY, "
                                 "hf://datasets/ORG/NAME/FILE (default: $MICROSCOPE_STORE or %(default)s)")
             s.add_argument("--refresh", type=float, metavar="SECONDS",
@@ -136,13 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("microscope: interrupted; finished jobs are kept and a rerun resumes", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the contract is one line per failure
-        if os.environ.get("MICROSCOPE_DEBUG"):
+    except Exception as exc:  # the contract is one line per failure
+        if config.debug():
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        known = type(exc).__name__ in ("ModelError", "DatasetError", "StoreError", "UsageError")
-        print(f"microscope: error: {message if known else f'{type(exc).__name__}: {message}'}", file=sys.stderr)
-        return 2 if type(exc).__name__ == "UsageError" else 1
+        print(f"microscope: error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, MicroscopeError) else 1
 
 
 def cmd_models(args) -> None:
@@ -269,7 +269,7 @@ def _serve_location(args) -> str:
     location = str(args.store)
     if not remote.is_remote(location):
         return str(Path(location).resolve())
-    mirror = remote.Mirror(location, args.cache or remote.default_cache(), 0.0)
+    mirror = remote.Mirror(location, args.cache or config.cache_dir(), 0.0)
     print(f"fetching {remote.redact(location)} into {mirror.folder}")
     mirror.current()  # fetches when nothing is cached, or raises with the reason
     mirror.refresh()  # a copy cached by an earlier run may be out of date

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from store.errors import MicroscopeError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 # Natural photographs that ship inside the scikit-image wheel (no download) and scikit-learn's two samples.
@@ -27,7 +29,7 @@ SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "cell", "chelsea", "clock", "c
 CROP_SCALES = (1.0, 0.8, 0.66, 0.5, 0.4, 0.33, 0.28, 0.25, 0.22, 0.2, 0.18)  # about 2,190 crops in all
 
 
-class DatasetError(ValueError):
+class DatasetError(MicroscopeError, ValueError):
     """A dataset that cannot be read; the message is one line for the user."""
 
 

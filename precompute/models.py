@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from store.errors import MicroscopeError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The TF EfficientNet-Lite and Inception ports scale pixels to [-1, 1].
@@ -26,7 +28,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ModelError(ValueError):
+class ModelError(MicroscopeError, ValueError):
     """A model reference, factory or layer that cannot be used; the message is one line for the user."""
 
 

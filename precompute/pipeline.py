@@ -16,14 +16,16 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
-from precompute import circuits, dataset_examples, featurevis, stats, tuning, workdir
+from precompute.techniques import circuits, dataset_examples, featurevis, stats, tuning
+from store import shards, workdir
 from precompute.dataset_pass import dataset_pass, normalise
 from precompute.datasets import Dataset, open_dataset
-from precompute.jobs import Job, finished_shards, plan, slug, write_shard
+from precompute.jobs import Job, plan, write_shard
 from precompute.layers import Geometry, geometry, with_layers
 from precompute.models import ModelSpec, Overrides, build, resolve
 from store import pictures
 from store.ingest import ingest
+from store.errors import MicroscopeError
 
 # Techniques computed together by one streaming pass over the dataset (modules with VERSION and rows()).
 PASS_TECHNIQUES = {"stats": stats, "dataset": dataset_examples}
@@ -37,8 +39,10 @@ DEFAULT_TECHNIQUES = ("stats", "dataset", "tuning", "circuits")
 EXECUTORS = ("local", "ray")
 
 
-class UsageError(ValueError):
+class UsageError(MicroscopeError, ValueError):
     """A bad command-line value; the message is one line for the user."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -132,7 +136,7 @@ def precompute(req: Request) -> dict:
     params = {t: technique_params(t, req, spec, dataset) for t in techniques}
     jobs = plan(spec.id, units, techniques, params)
     if workdir.is_url(work):  # one listing of the bucket, not a request per job
-        finished = set(finished_shards(work))
+        finished = set(shards.finished_shards(work))
         pending = [job for job in jobs if job.shard_dir(work) not in finished]
     else:
         pending = [job for job in jobs if not job.done(work)]
@@ -266,7 +270,7 @@ def technique_params(technique: str, req: Request, spec: ModelSpec, dataset: Dat
 
 def model_geometry(model, spec: ModelSpec, dataset: Dataset, work: workdir.Location, device) -> dict[str, Geometry]:
     """Map sizes and receptive fields of every layer, cached in the work folder's model record."""
-    rel = f"models/{slug(spec.id)}.json"
+    rel = shards.model_rel(spec.id)
     record = spec.to_json()
     cached = json.loads(workdir.read_text(work, rel) or "{}")
     known = {layer["name"]: layer for layer in cached.get("layers", []) if "rf_px" in layer}
@@ -294,7 +298,7 @@ def run_pass_jobs(model, spec: ModelSpec, geo, dataset: Dataset, jobs: list[Job]
     if seen == 0:
         raise UsageError(f"no readable images in dataset {dataset.name} ({dataset.skipped} skipped)")
     seconds = time.time() - started
-    dataset_key = f"{slug(req.dataset)}-{spec.input_size}"
+    dataset_key = f"{shards.slug(req.dataset)}-{spec.input_size}"
     meta = {"seed": req.seed, "dataset": req.dataset, "images_seen": seen, "images_skipped": dataset.skipped,
             "device": str(device), "seconds": round(seconds, 2)}
     for job in tqdm(jobs, desc="writing shards", unit="job", disable=not req.progress):

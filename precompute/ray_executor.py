@@ -13,6 +13,7 @@ import os
 from tqdm import tqdm
 
 from precompute.jobs import Job
+from store.errors import one_line
 
 # Attempts after the first, for a job that raises and for a worker that dies (Ray's max_retries covers both
 # once retry_exceptions is on). Two: enough for a flaky node or an out-of-memory kill, few enough that a job
@@ -85,6 +86,4 @@ def _one_line(exc: BaseException) -> str:
     import ray
 
     cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else None
-    shown = cause if isinstance(cause, BaseException) else exc
-    text = str(shown).strip().splitlines()
-    return f"{type(shown).__name__}: {text[0]}" if text else type(shown).__name__
+    return one_line(cause if isinstance(cause, BaseException) else exc)

@@ -1,7 +1,8 @@
-"""The only package that knows SQL or opens DuckDB: the schema, ingest (writing) and read-only queries."""
+"""The only package that knows SQL or opens DuckDB: the schema, the shard format, ingest (writing) and
+read-only queries; and the leaf modules both sides share (errors, config, pictures, stimuli)."""
+
+from store.errors import StoreError
 
 SCHEMA_VERSION = "1"
 
-
-class StoreError(RuntimeError):
-    """A store that cannot be read or written; the message is one line for the user."""
+__all__ = ["SCHEMA_VERSION", "StoreError"]

@@ -21,6 +21,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from store import SCHEMA_VERSION, StoreError
+from store.errors import one_line
+from store.shards import download, finished_shards
+from store.workdir import is_url
 
 # Tables that shards fill are those with a run_id column. A newer run replaces an older one's rows for the
 # same (model_id, layer[, unit][, technique]): these columns, where a table has them, form the key.
@@ -50,9 +53,6 @@ def exclusive(store: Path):
 def ingest(work: Path | str, store: Path, progress: bool = True) -> dict:
     """Rebuilds `store` from every finished shard under `work` (a folder, or an object-store URL such as
     s3://bucket/prefix); returns row counts per table."""
-    from precompute.jobs import finished_shards  # shard layout is precompute's; reading it is ingest's job
-    from precompute.workdir import download, is_url
-
     if is_url(work):
         # DuckDB cannot read s3:// here without its httpfs extension, which is downloaded at run time (see
         # DESIGN.md): fetch the committed shards into a local folder beside the store, ingest, then drop it.
@@ -79,7 +79,7 @@ def ingest(work: Path | str, store: Path, progress: bool = True) -> dict:
                 os.fsync(f.fileno())
             os.replace(tmp, store)
         except (OSError, duckdb.Error) as exc:
-            raise StoreError(f"ingest failed, {store} left as it was: {_one_line(exc)}") from exc
+            raise StoreError(f"ingest failed, {store} left as it was: {one_line(exc)}") from exc
         finally:
             _remove(tmp)
     return counts
@@ -88,11 +88,6 @@ def ingest(work: Path | str, store: Path, progress: bool = True) -> dict:
 def _remove(path: Path) -> None:
     for p in (path, path.with_name(path.name + ".wal")):
         p.unlink(missing_ok=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _build(con, work: Path, models: list[Path], shards: list[Path], progress: bool) -> dict:

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from store import StoreError
+from store import StoreError, config
 
 CHUNK = 1 << 20
-DEFAULT_INTERVAL = 60.0  # seconds between checks of the remote for a newer file
 HTTP_TIMEOUT = 30.0
 RETRY_FLOOR = 5.0  # seconds between fetch attempts while there is no good copy at all
 # fsspec `info()` fields that change when a file is republished (S3: ETag/LastModified; hf: blob_id; local: mtime).
@@ -40,19 +39,6 @@ def is_remote(location: str | os.PathLike) -> bool:
     text = str(location)
     scheme, sep, _ = text.partition("://")
     return bool(sep) and len(scheme) > 1 and scheme != "file"
-
-
-def default_cache() -> Path:
-    if os.environ.get("MICROSCOPE_CACHE"):
-        return Path(os.environ["MICROSCOPE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "microscope" / "stores"
-
-
-def default_interval() -> float:
-    try:
-        return max(0.0, float(os.environ.get("MICROSCOPE_REFRESH", DEFAULT_INTERVAL)))
-    except ValueError:
-        return DEFAULT_INTERVAL
 
 
 def redact(location: str) -> str:
@@ -75,8 +61,8 @@ class Mirror:
     """The local copy of one remote store, refreshed at most every `interval` seconds in a background thread."""
 
     location: str
-    cache: Path = field(default_factory=default_cache)
-    interval: float = field(default_factory=default_interval)
+    cache: Path = field(default_factory=config.cache_dir)
+    interval: float = field(default_factory=config.refresh_seconds)
 
     def __post_init__(self):
         self.cache = Path(self.cache)
@@ -291,11 +277,11 @@ _MIRRORS_LOCK = threading.Lock()
 
 def mirror(location: str, cache: Path | None = None, interval: float | None = None) -> Mirror:
     """The process's one mirror per (location, cache folder), so that every session shares one download."""
-    cache = Path(cache) if cache else default_cache()
+    cache = Path(cache) if cache else config.cache_dir()
     with _MIRRORS_LOCK:
         key = (location, str(cache))
         if key not in _MIRRORS:
-            _MIRRORS[key] = Mirror(location, cache, default_interval() if interval is None else interval)
+            _MIRRORS[key] = Mirror(location, cache, config.refresh_seconds() if interval is None else interval)
         elif interval is not None:
             _MIRRORS[key].interval = interval
         return _MIRRORS[key]

@@ -185,7 +185,7 @@ CREATE TABLE circuit_matrix (
 );
 
 -- Per layer and source: whether the path is linear (status ok | not_linear | error, with the reason) and
--- the kernels' window (cut to at most precompute.circuits.MAX_KERNEL cells a side) and full extent.
+-- the kernels' window (cut to at most precompute.techniques.circuits.MAX_KERNEL cells a side) and full extent.
 CREATE TABLE circuit_paths (
     model_id VARCHAR NOT NULL,
     layer VARCHAR NOT NULL,

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from store.errors import MicroscopeError
+
 Acts = Mapping[str, torch.Tensor]
 Score = Callable[[Acts], torch.Tensor]
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(MicroscopeError, ValueError):
     """An objective that cannot be evaluated on these activations (unknown unit, wrong batch, bad target)."""
 
 

@@ -39,9 +39,10 @@ from precompute.optvis import objectives as obj
 from precompute.optvis import param as param_mod
 from precompute.optvis import rng
 from precompute.optvis import transforms as tf
+from store.errors import MicroscopeError
 
 
-class RenderError(ValueError):
+class RenderError(MicroscopeError, ValueError):
     """Bad render input (unknown layer or parameterisation, unit out of range, steps <= 0, ...); one line."""
 
 

@@ -331,7 +331,8 @@ def test_app_code_has_no_sql_and_pages_are_thin():
 
 
 def test_running_every_page_never_imports_torch(app_store):
-    """In a fresh interpreter: the dashboard's imports must not pull torch in (it takes seconds and GBs)."""
+    """In a fresh interpreter: the dashboard's imports must not pull torch in (it takes seconds and GBs), nor any
+    module of the offline side."""
     import subprocess
     import sys
 
@@ -350,7 +351,7 @@ for page, params in [(None, {{}}), ("model", {{"model": {MODEL_ID!r}}}), ("layer
         at.query_params[k] = v
     at.run()
     assert not at.exception and not at.error, (page, at.exception, at.error)
-print("torch" in sys.modules, sorted(m for m in sys.modules if m.startswith("precompute")) != ["precompute", "precompute.stimuli"])
+print("torch" in sys.modules, any(m.split(".")[0] == "precompute" for m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from precompute.circuits import CircuitError, NotLinearPath, expanded_weights, strongest
+from precompute.techniques.circuits import CircuitError, NotLinearPath, expanded_weights, strongest
 
 
 def planted() -> nn.Sequential:
@@ -166,7 +166,7 @@ def test_a_crop_of_the_source_map_gives_the_whole_maps_weights_on_a_strided_resi
 def test_the_forward_route_is_exact_under_large_constants(monkeypatch):
     """Few source cells and many target units: one forward pass per source cell, minus the pass at zero. Large
     biases (1000, as batch-norm shifts can make) must not eat the float32 difference."""
-    from precompute import circuits
+    from precompute.techniques import circuits
 
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Conv2d(2, 64, 3, padding=1)).eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from precompute.jobs import finished_shards
+from store.shards import finished_shards
 from precompute.models import Overrides
 from precompute.pipeline import Request, precompute
 from store.queries import Store

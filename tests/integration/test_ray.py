@@ -17,7 +17,8 @@ import pyarrow as pa
 import pytest
 
 from precompute.cli import main
-from precompute.jobs import Job, finished_shards, write_shard
+from precompute.jobs import Job, write_shard
+from store.shards import finished_shards
 from precompute.models import Overrides
 from precompute.pipeline import Request, precompute
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from precompute import tuning
-from precompute.stimuli import FAMILIES, hsv_to_rgb
+from precompute.techniques import tuning
+from store.stimuli import FAMILIES, hsv_to_rgb
 
 SIZE = 64
 ORIENTATION = 60.0  # of the oriented unit's preferred stripes
@@ -16,7 +16,7 @@ HUE = 240.0  # of the colour-opponent (blue minus yellow) unit
 
 
 def gabor(orientation: float, period: float, side: int = 15, sigma: float = 3.5) -> torch.Tensor:
-    """An even Gabor (cosine) kernel whose stripes run along `orientation`, y up as in precompute.stimuli."""
+    """An even Gabor (cosine) kernel whose stripes run along `orientation`, y up as in store.stimuli."""
     c = torch.arange(side, dtype=torch.float64) - (side - 1) / 2
     x, y = c[None, :], -c[:, None]
     normal = np.deg2rad(orientation + 90)

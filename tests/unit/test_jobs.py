@@ -4,7 +4,8 @@ import pyarrow as pa
 import pytest
 
 from precompute import jobs
-from precompute.jobs import Job, finished_shards, plan, unit_ranges, write_shard
+from precompute.jobs import Job, plan, unit_ranges, write_shard
+from store.shards import finished_shards, slug
 
 
 def test_unit_ranges_merge_contiguous_runs():
@@ -50,5 +51,5 @@ def test_failed_shard_leaves_nothing(tmp_path):
 
 
 def test_slug_is_safe_and_distinct():
-    a, b = jobs.slug("local-dir:/a/b"), jobs.slug("local-dir:/a_b")
+    a, b = slug("local-dir:/a/b"), slug("local-dir:/a_b")
     assert a != b and "/" not in a and ":" not in a

@@ -4,8 +4,8 @@ matches the documented conventions (angles counter-clockwise from +x, y up)."""
 import numpy as np
 import pytest
 
-from precompute import stimuli
-from precompute.stimuli import FAMILIES
+from store import stimuli
+from store.stimuli import FAMILIES
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -81,5 +81,5 @@ def test_stimuli_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, precompute.stimuli; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=stimuli.__file__.rsplit("/precompute/", 1)[0]).returncode == 0
+    code = "import sys, store.stimuli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=stimuli.__file__.rsplit("/store/", 1)[0]).returncode == 0

@@ -1,4 +1,4 @@
-"""The `tuning` technique: every unit's response to every synthetic stimulus (`precompute.stimuli`), as a
+"""The `tuning` technique: every unit's response to every synthetic stimulus (`store.stimuli`), as a
 grid per family, with a summary per axis: preferred value, half-max width and a selectivity index.
 
 The stimuli go through the model once per request for all requested layers (batched, the forward pass cut
@@ -18,7 +18,7 @@ import torch
 
 from precompute.hooks import capture, run as forward
 from precompute.layers import as_maps
-from precompute.stimuli import FAMILIES, Axis, Family, uniform_grey
+from store.stimuli import FAMILIES, Axis, Family, uniform_grey
 
 VERSION = 3  # 2: spatial max inside the image; 3: selectivity above the blank response
 BATCH = 32

@@ -93,30 +93,3 @@ def names_under(work: Location, rel: str) -> set[str]:
         return {p.relative_to(work).as_posix() for p in base.rglob("*") if p.is_file()} if base.is_dir() else set()
     fs, root = filesystem(work)
     return {p[len(root) + 1:] for p in fs.find(f"{root}/{rel}")}
-
-
-def download(url: str, local: Path, progress: bool = True) -> None:
-    """Copies what ingest reads from an object-store work folder into a local one: the model records, the
-    committed shards (those with a meta.json; files of unfinished jobs stay behind) and the dataset images."""
-    from tqdm import tqdm
-
-    from precompute.jobs import finished_shards
-
-    fs, root = filesystem(url)
-    committed = tuple(f"{shard[len(url) + 1:]}/" for shard in finished_shards(url))
-    wanted = []
-    for top in ("models", "shards", "images"):
-        for path in fs.find(f"{root}/{top}"):
-            rel = path[len(root) + 1:]
-            if top != "shards" or rel.startswith(committed):
-                wanted.append(rel)
-    bar = tqdm(total=len(wanted), desc=f"fetching {url}", unit="file", disable=not progress)
-    for start in range(0, len(wanted), 256):  # fsspec fetches a list of files concurrently
-        batch = wanted[start:start + 256]
-        fetched = fs.cat([f"{root}/{rel}" for rel in batch], on_error="raise")
-        for rel in batch:
-            target = local / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(fetched[f"{root}/{rel}"])
-        bar.update(len(batch))
-    bar.close()

@@ -36,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from precompute.hooks import capture, run as forward, substitute
 from precompute.layers import as_maps
+from store.errors import MicroscopeError
 
 VERSION = 1
 HOPS = 2  # input neighbours in each of this many layers back (1: the adjacent layer; 2: also expanded weights)
@@ -47,7 +48,7 @@ IMPULSE = 2.0 ** 12  # the forward route's impulse: large against the path's con
 CACHED_PAIRS = 3  # a layer's job reuses the pair its predecessor computed as outputs (jobs run in layer order)
 
 
-class CircuitError(ValueError):
+class CircuitError(MicroscopeError, ValueError):
     """A layer pair whose weights cannot be computed; the message is one line for the user."""
 
 
