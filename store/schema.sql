@@ -1,6 +1,8 @@
 -- The Microscope store. One file, rebuilt from shards by `microscope ingest` and replaced atomically.
 -- Every per-unit row is keyed by (model_id, layer, unit); every artefact names the run (job) that made it,
 -- and runs carry technique, params, seed, dataset and time: the provenance shown on each page.
+-- Any change to these tables bumps store.SCHEMA_VERSION: a store is rebuilt, never patched, and a store of
+-- another version is refused with one line saying how to rebuild it.
 
 CREATE TABLE meta (
     key VARCHAR PRIMARY KEY,

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from store import remote
+from store import SCHEMA_VERSION, remote
 
 pytestmark = pytest.mark.app
 
@@ -40,7 +40,7 @@ def site(tmp_path):
         server.server_close()
 
 
-def publish(app_store: Path, folder: Path, built_at: str, stamp: int, schema_version: str = "1") -> None:
+def publish(app_store: Path, folder: Path, built_at: str, stamp: int, schema_version: str = SCHEMA_VERSION) -> None:
     tmp = folder / ".incoming"
     shutil.copy(app_store, tmp)
     con = duckdb.connect(str(tmp))
@@ -88,13 +88,14 @@ def test_open_page_follows_the_published_store(app_store, site, tmp_path, monkey
     assert not at.exception and f"{MODEL_ID}@2:3" in headings(at)
     assert "built 2026-02-02" in sidebar(at)
 
-    publish(app_store, folder, "2026-03-03T00:00:00+00:00", 1_700_000_200, schema_version="0")
+    publish(app_store, folder, "2026-03-03T00:00:00+00:00", 1_700_000_200, schema_version="1")
     assert not held.refresh()
     at.run()
     assert not at.exception and f"{MODEL_ID}@2:3" in headings(at)
     assert "built 2026-02-02" in sidebar(at)
     warning = at.sidebar.warning[0].value
-    assert "schema version 0" in warning and "Still showing the store fetched" in warning
+    assert "has schema 1" in warning and "rebuild it with `microscope ingest`" in warning
+    assert "Still showing the store fetched" in warning
 
 
 def test_the_background_check_swaps_without_a_restart(app_store, site, tmp_path, monkeypatch):

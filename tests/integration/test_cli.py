@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from precompute.cli import main
+from store import SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +122,37 @@ def test_disk_full_mid_ingest_keeps_the_published_store(store_copy):
     assert not [p for p in store_copy.parent.iterdir() if ".tmp-" in p.name]
 
 
+def _tables(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table, sorted (a rebuild may insert them in another order); meta without built_at."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                           "WHERE table_schema = 'main' ORDER BY 1").fetchall()]
+        return {t: sorted(con.execute(f"SELECT * FROM {t}" + (" WHERE key <> 'built_at'" if t == "meta" else ""))
+                          .fetchall(), key=repr) for t in names}
+    finally:
+        con.close()
+
+
 def test_ingest_rebuilds_the_same_store(capsys, store_copy):
+    before = _tables(store_copy)
     code, out, _ = _cli(capsys, "ingest", "--store", store_copy)
     assert code == 0 and "37 unit_stats" in out
+    after = _tables(store_copy)
+    assert list(after) == list(before) and before["runs"] and before["images"]
+    for table in before:
+        assert after[table] == before[table], table
+
+
+def test_a_store_of_another_schema_is_one_line_saying_how_to_rebuild_it(capsys, store_copy):
+    con = duckdb.connect(str(store_copy))
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    expected = (f"microscope: error: store {store_copy} has schema 1; this version of Microscope reads "
+                f"{SCHEMA_VERSION}: rebuild it with `microscope ingest`\n")
+    for argv in (["info", "--json"], ["unit", "tiny", "2.0", 4, "--json"]):
+        code, out, err = _cli(capsys, *argv, "--store", store_copy)
+        assert (code, out, err) == (1, "", expected)
+    assert _cli(capsys, "ingest", "--store", store_copy)[0] == 0  # what the line says to do
+    code, out, _ = _cli(capsys, "info", "--json", "--store", store_copy)
+    assert code == 0 and json.loads(out)["schema_version"] == SCHEMA_VERSION

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from store import StoreError, remote
+from store import SCHEMA_VERSION, StoreError, remote
 from store.queries import Store
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def versions(tiny_store, tmp_path_factory):
     folder = tmp_path_factory.mktemp("versions")
     return {"v1": variant(tiny_store, folder / "v1.duckdb", "2026-01-01T00:00:00+00:00"),
             "v2": variant(tiny_store, folder / "v2.duckdb", "2026-02-02T00:00:00+00:00"),
-            "old_schema": variant(tiny_store, folder / "s0.duckdb", "2026-03-03T00:00:00+00:00", schema_version="0")}
+            "old_schema": variant(tiny_store, folder / "old_schema.duckdb", "2026-03-03T00:00:00+00:00", schema_version="1")}
 
 
 def test_location_kinds():
@@ -112,9 +112,10 @@ def test_http_fetch_hot_swap_and_bad_versions_keep_the_good_copy(http_site, vers
 
     publish(versions["old_schema"], folder, 1_700_000_200)
     assert mirror.refresh() is False
-    assert "schema version 0" in mirror.error and f"{base}/store.duckdb" in mirror.error
+    assert mirror.error == (f"store {base}/store.duckdb has schema 1; this version of Microscope reads {SCHEMA_VERSION}: "
+                            "rebuild it with `microscope ingest`")
     assert built_at(mirror.current()) == "2026-02-02T00:00:00+00:00"
-    assert mirror.refresh() is False and "schema version 0" in mirror.error  # the same bad file: same verdict
+    assert mirror.refresh() is False and "has schema 1" in mirror.error  # the same bad file: same verdict
 
     (folder / "garbage").write_bytes(os.urandom(300_000))
     publish(folder / "garbage", folder, 1_700_000_300)
@@ -203,7 +204,7 @@ def test_s3_fetch_checksum_and_hot_swap(moto_endpoint, versions, tmp_path, monke
     assert mirror.refresh() is True and built_at(mirror.current()) == "2026-02-02T00:00:00+00:00"
 
     s3.upload_file(str(versions["old_schema"]), "lab", "published/store.duckdb")
-    assert mirror.refresh() is False and "schema version 0" in mirror.error
+    assert mirror.refresh() is False and "has schema 1" in mirror.error
     assert built_at(mirror.current()) == "2026-02-02T00:00:00+00:00"
 
     missing = remote.Mirror("s3://lab/nothing.duckdb", tmp_path / "cache", interval=0)
