@@ -8,7 +8,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from store import shards
+from store import StoreError, shards
+from store.errors import one_line
 from store.ingest import ingest
 from store.queries import Store
 
@@ -88,3 +89,15 @@ def test_provenance_names_the_runs_whose_rows_are_stored(store):
         assert reader.unit_record(MODEL, "conv", 1)["stats"]["mean"] == 1.0
     finally:
         reader.close()
+
+
+def test_an_unreadable_shard_fails_in_one_line_and_keeps_the_published_store(store, tmp_path):
+    before = store.read_bytes()
+    (meta,) = [p for p in (tmp_path / "work" / "shards").rglob("meta.json") if p.parent.name.endswith("-old")]
+    meta.write_text('{"key": "old", "finished_at": ')  # a meta.json cut short
+    with pytest.raises(StoreError) as failure:
+        ingest(tmp_path / "work", store, progress=False)
+    message = one_line(failure.value)
+    assert message.startswith(f"ingest failed, {store} left as it was: ") and "\n" not in message
+    assert store.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
