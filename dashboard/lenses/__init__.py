@@ -7,7 +7,6 @@ nothing in the package imports the package back."""
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 from dashboard.lenses import circuits, dataset, featurevis, stats, tuning
@@ -23,6 +22,5 @@ class Lens(Protocol):
     def render(self, ref: UnitRef) -> None: ...
 
 
-MODULES: tuple[ModuleType, ...] = (dataset, featurevis, stats, tuning, circuits)
-LENSES: dict[str, Lens] = {lens.NAME: lens for lens in MODULES}
+LENSES: dict[str, Lens] = {lens.NAME: lens for lens in (dataset, featurevis, stats, tuning, circuits)}
 DEFAULT = "dataset"
