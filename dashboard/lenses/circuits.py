@@ -78,7 +78,7 @@ def tiles(key: data.StoreKey, model_id: str, layer: str, unit: int, came: str) -
         vmax = max(float(np.abs(kernels[id(r)]).max()) for r in members)
         thumbs = pictures(key, model_id, group[1], tuple(sorted(r["other_unit"] for r in members)))
         out[group] = [{
-            "href": links.unit_href(model_id, r["other_layer"], r["other_unit"], view="circuits", came=came),
+            "href": links.unit_href(model_id, r["other_layer"], r["other_unit"], view=NAME, came=came),
             "name": f"{layer_label(layers, r['other_layer'])}:{r['other_unit']}", "weight": r["weight"],
             "norm": r["norm"], "thumb": thumbs.get(r["other_unit"]), "kernel": kernel_png(kernels[id(r)], vmax),
             "shape": f"{r['kernel_h']}×{r['kernel_w']}",
@@ -125,7 +125,7 @@ def back_link(ref: UnitRef) -> None:
         return
     st.page_link(links.PAGES["unit"], label=f"Back to {links.unit_id(ref.model_id, known['layer'], int(unit))}",
                  icon=":material/arrow_back:",
-                 query_params=links.params(ref.model_id, known["layer"], int(unit), view="circuits"))
+                 query_params=links.params(ref.model_id, known["layer"], int(unit), view=NAME))
 
 
 def render(ref: UnitRef) -> None:
