@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from dashboard import circuit_matrix, data, html, lens_circuits, links, params, tuning_search
+from dashboard import circuit_matrix, data, html, links, params, tuning_search, url_widgets
 from store.queries import STAT_COLUMNS
 
 PER_PAGE = 128
@@ -38,7 +38,7 @@ def first_page() -> None:
 
 
 cols = st.columns([3, 2, 2])
-sort, resorted = params.url_choice(cols[0], "Sort by", SORTS, "sort", "unit")
+sort, resorted = url_widgets.choice(cols[0], "Sort by", SORTS, "sort", "unit")
 if resorted:
     first_page()
 min_pos = cols[1].number_input("Min fraction of images > 0", min_value=0.0, max_value=1.0, value=0.0, step=0.05,
@@ -92,7 +92,7 @@ if visuals:
             tiles.append({"src": html.data_uri(v["source_image"]), "caption": "photo", "source": v["source"]})
         tiles.append({"src": html.data_uri(v["image"]), "caption": v["technique"], "source": v["source"]})
     st.html(html.examples(tiles))
-circuit_matrix.render(key, mid, layer, lens_circuits.paths(key, mid, name))
+circuit_matrix.render(key, mid, layer, data.circuit_paths(key, mid, name))
 if layer["dataset_units"] < layer["units"]:
     st.caption(f"Dataset examples were computed for {layer['dataset_units']:,} of {layer['units']:,} units; "
                "the others show a blank tile.")

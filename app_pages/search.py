@@ -1,8 +1,9 @@
-"""Search: jump to a unit by its id, or to a layer; Microscope-style `layer:unit` within a chosen model."""
+"""Search: jump to a unit by its id, or to a layer; Microscope-style `layer:unit` within a chosen model; find
+units by tuning. Its whole state is in the URL (`q`, `model` and the tuning filters): a search is a link."""
 
 import streamlit as st
 
-from dashboard import data, links, search, tuning_search
+from dashboard import data, links, search, tuning_search, url_widgets
 
 key = data.store_key()
 st.title("Search", anchor=False)
@@ -13,12 +14,14 @@ models = [m["model_id"] for m in data.models(key)]
 if not models:
     st.info("This store holds no models yet.")
     st.stop()
-wanted = st.query_params.get("model")
-with st.form("search"):
-    cols = st.columns([2, 3, 1], vertical_alignment="bottom")
-    model = cols[0].selectbox("Model", models, index=models.index(wanted) if wanted in models else 0)
-    text = cols[1].text_input("Unit or layer", value=st.query_params.get("q", ""), placeholder="b3:12")
-    submitted = cols[2].form_submit_button("Go", icon=":material/search:", width="stretch")
+cols = st.columns([2, 4], vertical_alignment="bottom")
+# The model stays in the URL even when it is the first one: a shared link must not depend on the store's order.
+model, model_changed = url_widgets.choice(cols[0], "Model", {m: m for m in models}, "model", models[0],
+                                          drop_default=False)
+with cols[1].form("search", border=False):
+    inner = st.columns([3, 1], vertical_alignment="bottom")
+    text = url_widgets.text(inner[0], "Unit or layer", "q", placeholder="b3:12")
+    submitted = inner[1].form_submit_button("Go", icon=":material/search:", width="stretch")
 
 if submitted or text:
     result = search.resolve(key, text, model)
@@ -36,4 +39,4 @@ with st.expander(f"Layers of {model}", expanded=not text):
     st.markdown("  \n".join(f"`{l['alias'] or l['layer']}` = `{l['layer']}` · units 0 to {l['units'] - 1}"
                             for l in data.layers(key, model)))
 
-tuning_search.render(key, model)
+tuning_search.render(key, model, model_changed)

@@ -25,14 +25,13 @@ nav = st.container()  # filled below, once the lens (which links keep) is known
 
 # No format_func: a bound widget puts the formatted option in the URL, and the URL must say `view=stats`.
 view = st.segmented_control("Lens", list(LENSES), key="view", bind="query-params", required=True, default=DEFAULT,
-                            help=" · ".join(f"{k}: {lens.label}" for k, lens in LENSES.items()))
+                            help=" · ".join(f"{k}: {lens.LABEL}" for k, lens in LENSES.items()))
+lens = LENSES[view]
 if requested and requested not in LENSES:
-    st.warning(f"Unknown view {params.shown(requested)}; showing {LENSES[view].label.lower()}. "
+    st.warning(f"Unknown view {params.shown(requested)}; showing {lens.LABEL.lower()}. "
                f"Views: {', '.join(LENSES)}.")
-# Prev/next keep the lens and the heatmap switch (the dataset lens binds it to `heat`).
-keep = {"view": view if view != DEFAULT else None,
-        "heat": "false" if st.query_params.get("heat") == "false" else None,
-        "source": st.query_params.get("source") if view == "circuits" else None}
+# Prev/next keep the lens and the lens's own settings (the dataset lens's heatmap switch, ...).
+keep = {"view": view if view != DEFAULT else None, **{name: st.query_params.get(name) for name in lens.KEEP}}
 
 if not embed:
     row = nav.container(horizontal=True, vertical_alignment="center")
@@ -47,4 +46,4 @@ if not embed:
     nav.code(links.deep_link(st.context.url, links.params(mid, name, ref.unit, **keep)), language=None,
              wrap_lines=True)
 
-LENSES[view].render(ref)
+lens.render(ref)

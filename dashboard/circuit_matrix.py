@@ -4,12 +4,13 @@ families of units (units that read the same inputs) show as blocks."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import data
-from dashboard.params import url_choice
+from dashboard import data, url_widgets
 
 MAX_CELLS = 160_000  # beyond this the heatmap is slow to draw in a browser: the strongest rows and columns stay
 SORTS = {
@@ -19,32 +20,58 @@ SORTS = {
 }
 
 
+class Drawn(NamedTuple):
+    units: np.ndarray    # the rows: units of the layer
+    columns: np.ndarray  # units of the source layer
+    weights: np.ndarray  # (rows, columns)
+    total: tuple[int, int]  # the whole matrix's shape, before any cut
+
+
 @st.cache_data(max_entries=8, ttl=600, show_spinner=False)
-def matrix(key: data.StoreKey, model_id: str, layer: str, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(units of the layer, weights (units, source units))."""
+def matrix(key: data.StoreKey, model_id: str, layer: str, source: str) -> Drawn:
+    """The weight matrix as drawn: cut to its strongest rows and columns when it is too big to draw."""
     frame = data.open_store(*key).circuit_matrix(model_id, layer, source)
     if frame.empty:
-        return np.zeros(0, dtype=int), np.zeros((0, 0), dtype=np.float32)
-    return frame["unit"].to_numpy(), np.stack([np.asarray(w, dtype=np.float32) for w in frame["weights"]])
+        return Drawn(np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros((0, 0), dtype=np.float32), (0, 0))
+    units, m = frame["unit"].to_numpy(), np.stack([np.asarray(w, dtype=np.float32) for w in frame["weights"]])
+    if m.size > MAX_CELLS:
+        return Drawn(*strongest(units, m, MAX_CELLS), m.shape)
+    return Drawn(units, np.arange(m.shape[1]), m, m.shape)
+
+
+@st.cache_data(max_entries=8, ttl=600, show_spinner=False)
+def families(key: data.StoreKey, model_id: str, layer: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """family_order of the drawn matrix's rows and of its columns: two SVDs, kept across reruns (the gallery's
+    sorting and paging rerun the whole page) and keyed, like every cache here, by the store file's version."""
+    m = matrix(key, model_id, layer, source).weights
+    return family_order(m), family_order(m.T)
 
 
 def family_order(m: np.ndarray) -> np.ndarray:
     """Rows ordered by the angle of their projection on the two leading principal axes of the row-normalised
-    matrix: rows with similar patterns sit at similar angles, so families become contiguous blocks."""
+    matrix: rows with similar patterns sit at similar angles, so families become contiguous blocks. The circle
+    is cut at the widest gap between neighbouring angles rather than at ±180°, so that no family is split
+    between both ends (with two families, one sits right at ±180°)."""
     if len(m) < 3:
         return np.arange(len(m))
     x = m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)
     x = x - x.mean(axis=0)
     u, s, _ = np.linalg.svd(x, full_matrices=False)
-    angle = np.arctan2(u[:, 1] * s[1], u[:, 0] * s[0]) if u.shape[1] > 1 else u[:, 0]
-    return np.argsort(angle, kind="stable")
+    if u.shape[1] < 2:
+        return np.argsort(u[:, 0], kind="stable")
+    angle = np.arctan2(u[:, 1] * s[1], u[:, 0] * s[0])
+    order = np.argsort(angle, kind="stable")
+    gaps = np.diff(angle[order], append=angle[order[0]] + 2 * np.pi)
+    return np.roll(order, -(int(np.argmax(gaps)) + 1))
 
 
-def ordered(units: np.ndarray, m: np.ndarray, sort: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row units, column units, matrix) in the chosen order."""
+def ordered(units: np.ndarray, m: np.ndarray, sort: str,
+            families: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row units, column units, matrix) in the chosen order; `families` is (row, column) family_order of `m`
+    when already known."""
     cols = np.arange(m.shape[1])
     if sort == "family":
-        rows, cols = family_order(m), family_order(m.T)
+        rows, cols = families or (family_order(m), family_order(m.T))
     elif sort == "strongest":
         rows = np.lexsort((units, m.argmax(axis=1)))
     else:
@@ -69,20 +96,18 @@ def render(key: data.StoreKey, model_id: str, layer: dict, paths: list[dict]) ->
     options = {p["source"]: f"{p['source']}" + (" (adjacent)" if p["hops"] == 1 else f" ({p['hops']} layers back)")
                for p in usable}
     cols = st.columns(2)
-    source, _ = url_choice(cols[0], "Input layer", options, "wsource", usable[0]["source"])
-    sort, _ = url_choice(cols[1], "Order", SORTS, "wsort", "unit")
-    units, m = matrix(key, model_id, layer["layer"], source)
+    source, _ = url_widgets.choice(cols[0], "Input layer", options, "wsource", usable[0]["source"])
+    sort, _ = url_widgets.choice(cols[1], "Order", SORTS, "wsort", "unit")
+    units, columns, m, total = matrix(key, model_id, layer["layer"], source)
     if not len(units):
         st.info(f"No weight matrix from {source} is stored.")
         return
-    columns = np.arange(m.shape[1])
     note = ""
-    if m.size > MAX_CELLS:
-        total = m.shape
-        units, columns, m = strongest(units, m, MAX_CELLS)
+    if m.shape != total:
         note = (f" Showing the {len(units):,} rows and {len(columns):,} columns with the largest weights "
                 f"(of {total[0]:,} × {total[1]:,}).")
-    row_units, order, shown = ordered(units, m, sort)
+    row_units, order, shown = ordered(units, m, sort, families(key, model_id, layer["layer"], source)
+                                      if sort == "family" else None)
     col_units = columns[order]
     vmax = float(np.abs(shown).max()) or 1.0
     fig = go.Figure(go.Heatmap(

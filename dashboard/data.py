@@ -46,7 +46,7 @@ def remote_status() -> dict | None:
 
 
 def store_key() -> StoreKey:
-    """Raises StoreMissing if there is no file; store.StoreError (via `store()`) if it is not a store."""
+    """Raises StoreMissing if there is no file (`open_store` raises store.StoreError if it is not a store)."""
     path = store_path()
     try:
         info = path.stat()
@@ -81,10 +81,6 @@ def open_store(path: str, stamp: tuple[int, int]) -> Store:
         while len(held["open"]) > MAX_OPEN:
             held["open"].pop(next(iter(held["open"])))[1].close()
         return store
-
-
-def store() -> Store:
-    return open_store(*store_key())
 
 
 def _store(key: StoreKey) -> Store:
@@ -145,6 +141,12 @@ def unit_stats(key: StoreKey, model_id: str, layer: str, unit: int) -> dict | No
 @st.cache_data(max_entries=256, ttl=600, show_spinner=False)
 def unit_runs(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:
     return _store(key).unit_runs(model_id, layer, unit)
+
+
+@st.cache_data(max_entries=64, ttl=600, show_spinner=False)
+def circuit_paths(key: StoreKey, model_id: str, layer: str) -> list[dict]:
+    """The layers whose weights reach this one (the circuits lens's inputs, the layer page's weight matrix)."""
+    return _store(key).circuit_paths(model_id, layer)
 
 
 def unit_examples(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:

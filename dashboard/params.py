@@ -95,19 +95,3 @@ def canonical(query: dict[str, str]) -> None:
     for name, value in query.items():
         st.query_params[name] = value
 
-
-def url_choice(where, label: str, options: dict[str, str], name: str, default: str) -> tuple[str, bool]:
-    """A selectbox whose value lives in the URL as the option's short code (`sort=-max`): a widget bound with
-    bind="query-params" would write its display label instead. Returns (choice, changed by the user now)."""
-    raw = st.query_params.get(name, default)
-    current = raw if raw in options else default
-    if raw != current:
-        st.warning(f"Unknown {name} {shown(raw)}; using {options[default]}.")
-    # No key: the index is part of the widget's identity, so a new URL value makes a fresh widget.
-    choice = where.selectbox(label, list(options), index=list(options).index(current), format_func=options.get)
-    if choice != current:
-        if choice == default:
-            del st.query_params[name]
-        else:
-            st.query_params[name] = choice
-    return choice, choice != current

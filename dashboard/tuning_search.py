@@ -1,12 +1,12 @@
 """Tuning summaries outside the unit page: the search page's "find units by tuning" form (state in the URL:
-`by=FAMILY.AXIS`, `lo`, `hi`, `sel`, `in=LAYER`) and the layer gallery's tuning sort columns."""
+`by=FAMILY.AXIS`, `lo`, `hi`, `sel`, `strength`, `in=LAYER`) and the layer gallery's tuning sort columns."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, html, links, params
+from dashboard import data, html, links, url_widgets
 
 LIMIT = 100
 
@@ -44,22 +44,11 @@ def gallery_sorts(frame: pd.DataFrame) -> dict[str, str]:
     return sorts
 
 
-def _number(where, label: str, name: str, default: float, **kw) -> float:
-    """A number input whose value lives in the URL under `name` (a bad value falls back to the default)."""
-    try:
-        current = float(st.query_params.get(name, default))
-    except ValueError:
-        current = default
-    value = where.number_input(label, value=current, key=f"tuning-{name}", **kw)
-    if value != default:
-        st.query_params[name] = f"{value:g}"
-    elif name in st.query_params:
-        del st.query_params[name]
-    return value
-
-
-def render(key: data.StoreKey, model_id: str) -> None:
-    """Find units of a model by family, preferred value range and selectivity; each result a deep link."""
+def render(key: data.StoreKey, model_id: str, model_changed: bool = False) -> None:
+    """Find units of a model by family, preferred value range and selectivity; each result a deep link.
+    `model_changed`: the user just picked another model, whose layers the `in` filter cannot name."""
+    if model_changed:
+        url_widgets.forget("in")
     families = tuning_axes(key, model_id)
     st.subheader("Find units by tuning", anchor=False)
     if not families:
@@ -69,20 +58,23 @@ def render(key: data.StoreKey, model_id: str) -> None:
                for f, axes in families.items() for a in axes}
     default = "gratings.orientation" if "gratings.orientation" in options else next(iter(options))
     cols = st.columns([3, 2, 2, 2, 2, 3], vertical_alignment="bottom")
-    by, _ = params.url_choice(cols[0], "Family and parameter", options, "by", default)
+    by, changed = url_widgets.choice(cols[0], "Family and parameter", options, "by", default)
+    if changed:
+        url_widgets.forget("lo", "hi")  # a range of orientations means nothing for spatial frequency
     family, axis_name = by.split(".", 1)
     axis = next(a for a in families[family] if a["name"] == axis_name)
     circular = axis["period"] is not None
-    lo = _number(cols[1], "Preferred from", "lo", float(min(axis["values"])))
-    hi = _number(cols[2], "to", "hi", float(max(axis["values"])))
-    sel = _number(cols[3], "Min selectivity", "sel", 0.5 if circular else 0.0, min_value=0.0, max_value=1.0,
-                  step=0.05, disabled=not circular)
+    lo = url_widgets.number(cols[1], "Preferred from", "lo", float(min(axis["values"])))
+    hi = url_widgets.number(cols[2], "to", "hi", float(max(axis["values"])))
+    sel = url_widgets.number(cols[3], "Min selectivity", "sel", 0.5 if circular else 0.0, min_value=0.0,
+                             max_value=1.0, step=0.05, disabled=not circular)
     layers = {"": "all layers", **{l["layer"]: l["alias"] or l["layer"] for l in data.layers(key, model_id)}}
     # Selectivity is scale-free: a unit that barely stirs can be perfectly selective. By default, ask for a best
     # response of at least a fifth of the unit's top dataset activation.
-    strength = _number(cols[4], "Min best response", "strength", 0.2, min_value=0.0, step=0.05,
-                       help="best stimulus response as a fraction of the unit's top dataset activation (0: any)")
-    layer, _ = params.url_choice(cols[5], "In layer", layers, "in", "")
+    strength = url_widgets.number(cols[4], "Min best response", "strength", 0.2, min_value=0.0, step=0.05,
+                                  help="best stimulus response as a fraction of the unit's top dataset activation "
+                                       "(0: any)")
+    layer, _ = url_widgets.choice(cols[5], "In layer", layers, "in", "")
     rows = find(key, model_id, family, axis_name, lo, hi, sel if circular else 0.0, layer or None, strength)
     wrap = " (wrapping round)" if circular and lo > hi else ""
     st.caption(f"{len(rows)}{'+' if len(rows) == LIMIT else ''} units prefer {axis_name} {lo:g} to {hi:g} "

@@ -72,3 +72,18 @@ def test_bad_deep_link_shows_a_message(server, browser):
     page.get_by_text("Bad unit").wait_for(timeout=30_000)
     assert page.locator('[data-testid="stException"]').count() == 0
 
+
+
+def test_search_link_restores_the_search_and_edits_move_the_url(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    search = {"model": MODEL_ID, "by": "colour.hue", "lo": "90", "hi": "270", "sel": "0.2"}
+    page.goto(f"{server}/search?{urlencode(search)}")
+    page.get_by_text("units prefer hue 90 to 270").wait_for(timeout=30_000)
+    for lo in ("120", "150"):  # each edit, the second too, reaches the results and the address bar
+        box = page.get_by_label("Preferred from")
+        box.fill(lo)
+        box.press("Enter")
+        page.get_by_text(f"units prefer hue {lo} to 270").wait_for(timeout=15_000)
+        page.wait_for_url(lambda url, lo=lo: f"lo={lo}" in url, timeout=10_000)
+    assert "by=colour.hue" in page.url and "hi=270" in page.url and "sel=0.2" in page.url
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, unquote
 import numpy as np
 import pytest
 
+from dashboard.circuit_matrix import family_order
 from tests.app.test_pages import MODEL_ID, html, links, run
 
 pytestmark = pytest.mark.app
@@ -86,3 +87,8 @@ def test_layer_page_weight_matrix_sorts(store_env, app_store):
     big = run("layer", model=MODEL_ID, layer="6", wsource="0", wsort="family")
     heat = json.loads(big.get("plotly_chart")[0].proto.spec)["data"][0]
     assert len(heat["y"]) == 200 and len(heat["x"]) == 8 and sorted(map(int, heat["y"])) == list(range(200))
+    # The page's (cached) family order is family_order of the stored matrix, rows and columns.
+    frame = Store(app_store).circuit_matrix(MODEL_ID, "6", "0")
+    weights = np.stack(frame["weights"].to_numpy()).astype(np.float32)
+    assert heat["y"] == [str(u) for u in frame["unit"].to_numpy()[family_order(weights)]]
+    assert heat["x"] == [str(c) for c in family_order(weights.T)]

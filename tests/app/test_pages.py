@@ -96,6 +96,21 @@ def test_layer_gallery_sorts_and_filters_from_the_url(store_env, app_store):
     assert len(expected) < LAYERS["2"]  # the filter really removed something
 
 
+def test_layer_gallery_sort_follows_every_change(store_env, app_store):
+    """Each pick reaches the page and the URL, the second one too (a widget remade from the URL on every
+    change would drop every other pick)."""
+    from store.queries import Store
+
+    units = Store(app_store).layer_units(MODEL_ID, "2")
+    at = run("layer", model=MODEL_ID, layer="2")
+    for sort, column, ascending in (("-max", "max", False), ("max", "max", True), ("-mean", "mean", False)):
+        at.selectbox[0].select(sort).run()
+        assert at.query_params["sort"] == sort
+        assert tiles(at) == units.sort_values([column, "unit"], ascending=[ascending, True])["unit"].tolist()
+    at.selectbox[0].select("unit").run()
+    assert "sort" not in at.query_params and tiles(at) == list(range(LAYERS["2"]))
+
+
 def test_layer_gallery_bad_sort_warns_and_falls_back(store_env):
     at = run("layer", model=MODEL_ID, layer="2", sort="name; DROP TABLE layers")
     assert at.warning and "Unknown sort" in at.warning[0].value
@@ -314,10 +329,27 @@ def test_prev_next_keep_the_lens_and_heat_switch(store_env):
     assert nav["Previous unit"] == {"model": MODEL_ID, "layer": "2", "unit": "2", "heat": "false"}
 
 
+def test_lens_registry_is_the_only_place_that_names_lenses():
+    from dashboard.lenses import DEFAULT, LENSES, Lens
+
+    assert list(LENSES) == ["dataset", "featurevis", "stats", "tuning", "circuits"] and DEFAULT in LENSES
+    for name, lens in LENSES.items():
+        assert isinstance(lens, Lens) and lens.NAME == name and lens.LABEL and callable(lens.render)
+    assert LENSES["dataset"].KEEP == ("heat",) and LENSES["circuits"].KEEP == ("source",)
+    page = (ROOT / "app_pages" / "unit.py").read_text()
+    for name, lens in LENSES.items():  # the unit page has no per-lens branch or parameter
+        assert f'"{name}"' not in page and not any(f'"{keep}"' in page for keep in lens.KEEP), name
+
+
+def test_prev_next_keep_only_the_shown_lens_parameters(store_env):
+    nav = links(run("unit", model=MODEL_ID, layer="2", unit="3", view="stats", heat="false", source="0"))
+    assert nav["Next unit"] == {"model": MODEL_ID, "layer": "2", "unit": "4", "view": "stats"}
+
+
 # ---- house rules -----------------------------------------------------------------------------------------------
 
 
-APP_FILES = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "dashboard").glob("*.py"))]
+APP_FILES = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "dashboard").rglob("*.py"))]
 
 
 def test_app_code_has_no_sql_and_pages_are_thin():

@@ -11,6 +11,10 @@ import streamlit as st
 from dashboard import data, html
 from dashboard.params import UnitRef
 
+NAME = "stats"
+LABEL = "Statistics"
+KEEP = ()
+
 STATS = [("mean", "mean"), ("std", "std"), ("min", "min"), ("max", "max"), ("p50", "median (p50)"),
          ("p90", "p90"), ("p99", "p99"), ("frac_positive", "fraction of images > 0")]
 

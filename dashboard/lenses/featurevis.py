@@ -7,6 +7,10 @@ import streamlit as st
 from dashboard import data, html
 from dashboard.params import UnitRef
 
+NAME = "featurevis"
+LABEL = "Feature visualisation"
+KEEP = ()
+
 # technique: (title, what it was optimised for, what its caption's number is)
 SECTIONS = {
     "channel": ("Channel", "optimised to raise the unit's mean activation over the whole map", "mean activation"),

@@ -11,8 +11,12 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from dashboard import data, html, links
-from dashboard.params import UnitRef, shown, url_choice
+from dashboard import data, html, links, url_widgets
+from dashboard.params import UnitRef, shown
+
+NAME = "circuits"
+LABEL = "Circuit neighbours"
+KEEP = ("source",)  # the input layer shown
 
 POSITIVE, NEGATIVE = (178, 24, 43), (33, 102, 172)  # ColorBrewer RdBu ends: red excites, blue inhibits
 KERNEL_PX = 56
@@ -35,11 +39,6 @@ STYLE = """<style>
 @st.cache_data(max_entries=256, ttl=600, show_spinner=False)
 def neighbours(key: data.StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:
     return data.open_store(*key).unit_circuits(model_id, layer, unit)
-
-
-@st.cache_data(max_entries=64, ttl=600, show_spinner=False)
-def paths(key: data.StoreKey, model_id: str, layer: str) -> list[dict]:
-    return data.open_store(*key).circuit_paths(model_id, layer)
 
 
 @st.cache_data(max_entries=256, ttl=600, show_spinner=False)
@@ -79,7 +78,7 @@ def tiles(key: data.StoreKey, model_id: str, layer: str, unit: int, came: str) -
         vmax = max(float(np.abs(kernels[id(r)]).max()) for r in members)
         thumbs = pictures(key, model_id, group[1], tuple(sorted(r["other_unit"] for r in members)))
         out[group] = [{
-            "href": links.unit_href(model_id, r["other_layer"], r["other_unit"], view="circuits", came=came),
+            "href": links.unit_href(model_id, r["other_layer"], r["other_unit"], view=NAME, came=came),
             "name": f"{layer_label(layers, r['other_layer'])}:{r['other_unit']}", "weight": r["weight"],
             "norm": r["norm"], "thumb": thumbs.get(r["other_unit"]), "kernel": kernel_png(kernels[id(r)], vmax),
             "shape": f"{r['kernel_h']}×{r['kernel_w']}",
@@ -126,12 +125,12 @@ def back_link(ref: UnitRef) -> None:
         return
     st.page_link(links.PAGES["unit"], label=f"Back to {links.unit_id(ref.model_id, known['layer'], int(unit))}",
                  icon=":material/arrow_back:",
-                 query_params=links.params(ref.model_id, known["layer"], int(unit), view="circuits"))
+                 query_params=links.params(ref.model_id, known["layer"], int(unit), view=NAME))
 
 
 def render(ref: UnitRef) -> None:
     back_link(ref)
-    sources = paths(ref.key, ref.model_id, ref.layer_name)
+    sources = data.circuit_paths(ref.key, ref.model_id, ref.layer_name)
     rows = neighbours(ref.key, ref.model_id, ref.layer_name, ref.unit)
     if not rows and not sources:
         st.info("No circuits are stored for this unit. Compute them with "
@@ -143,7 +142,7 @@ def render(ref: UnitRef) -> None:
         options = {p["source"]: f"{layer_label(layers, p['source'])}: "
                    + ("adjacent layer" if p["hops"] == 1 else f"expanded weights, {p['hops']} layers back")
                    for p in sources}
-        source, _ = url_choice(st, "Input layer", options, "source", sources[0]["source"])
+        source, _ = url_widgets.choice(st, "Input layer", options, "source", sources[0]["source"])
         path = next(p for p in sources if p["source"] == source)
         if path["status"] != "ok":
             st.warning(f"No weights from {source}: {path['message']}")

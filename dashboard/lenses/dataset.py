@@ -7,6 +7,10 @@ import streamlit as st
 from dashboard import data, examples, html
 from dashboard.params import UnitRef
 
+NAME = "dataset"
+LABEL = "Dataset examples"
+KEEP = ("heat",)  # the heatmap switch
+
 SECTIONS = {
     "top": ("Top examples", "where the unit fires most; orange marks where in the crop"),
     "bottom": ("Bottom examples", "the images it responds to least; heat on the same scale as the top one"),

@@ -12,6 +12,10 @@ from dashboard import data, html
 from dashboard.params import UnitRef, shown
 from store.stimuli import FAMILIES
 
+NAME = "tuning"
+LABEL = "Tuning curves"
+KEEP = ()
+
 THUMB_PX = 96
 PLOT = dict(height=340, margin=dict(l=10, r=10, t=30, b=10))
 
