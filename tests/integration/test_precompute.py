@@ -12,7 +12,8 @@ import pytest
 
 from store.shards import finished_shards
 from precompute.models import Overrides
-from precompute.pipeline import Request, precompute
+from precompute.pipeline import precompute
+from precompute.request import Request
 from store.queries import Store
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,8 @@ from precompute.cli import main
 from precompute.jobs import Job, write_shard
 from store.shards import finished_shards
 from precompute.models import Overrides
-from precompute.pipeline import Request, precompute
+from precompute.pipeline import precompute
+from precompute.request import Request
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[2]
