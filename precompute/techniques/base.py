@@ -11,8 +11,9 @@ It declares:
   job's params hold anyway (seed, the model's weights, input size and normalisation, `VERSION`, and for a
   `PassTechnique` the pass's own settings: see `precompute.runner.pass_params`). Params are hashed into the
   job key: anything that changes the result must be here, anything that does not must not.
-- `tables`: the store tables (in `store/schema.sql`, each with a `run_id` column) that its shards fill;
-  the runner refuses a shard with any other table.
+- `tables`: the store tables (in `store/schema.sql`) that its shards fill, each row keyed by its job's
+  `run_id` (the dataset technique's `images` listing aside, which names the image files it wrote); the runner
+  refuses a shard with any other table.
 - `unit_key`: the key its results take in `microscope unit --json` (the reading side is `store.queries`).
 - `plan(model_id, units_by_layer, params) -> [Job]`: its jobs; by default `jobs.plan`'s chunks of at most
   `jobs.UNIT_CHUNK` contiguous units per layer.
