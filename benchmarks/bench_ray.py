@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from precompute.models import DEFAULT_MODEL, Overrides  # noqa: E402
-from precompute.pipeline import Request, precompute  # noqa: E402
+from precompute.pipeline import precompute  # noqa: E402
+from precompute.request import Request  # noqa: E402
 from store.ingest import ingest  # noqa: E402
 
 WIDE_FACTORY = '''
@@ -56,7 +57,7 @@ def _warm(n: int) -> None:
 
     @ray.remote(num_cpus=1)
     def warm() -> int:
-        import precompute.pipeline  # noqa: F401 - torch, timm and the techniques, as a job imports them
+        import precompute.runner  # noqa: F401 - torch, timm and the techniques, as a job imports them
 
         time.sleep(1)  # hold the CPU so that the n tasks land on n distinct workers
         return os.getpid()

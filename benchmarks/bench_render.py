@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
 from precompute.optvis import objectives  # noqa: E402
-from precompute.optvis.render import PRESETS, achieved, auto_batch, render_units, retain_freed_memory, to_uint8  # noqa: E402
+from precompute.optvis.presets import PRESETS, auto_batch  # noqa: E402
+from precompute.optvis.render import achieved, render_units, retain_freed_memory, to_uint8  # noqa: E402
 
 
 def lucent_render(model, layer: str, unit: int, steps: int, norm: str, mean, std) -> np.ndarray:

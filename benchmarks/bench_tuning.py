@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute import tuning  # noqa: E402
+from precompute.techniques import tuning  # noqa: E402
 from precompute.hooks import capture  # noqa: E402
 from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
-from store.stimuli import FAMILIES, count  # noqa: E402
+from store.stimuli import FAMILIES  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,8 @@ def main() -> None:
     device = torch.device(args.device)
     model = build(spec, device=device)
     layers = [layer.name for layer in spec.layers]
-    size, n = spec.input_size, count(spec.input_size)
+    size = spec.input_size
+    n = sum(int(np.prod(f.shape(size))) for f in FAMILIES.values())
 
     def timed(fn):
         start = time.perf_counter()
@@ -74,7 +75,8 @@ def main() -> None:
     if args.no_full:
         return
 
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     with tempfile.TemporaryDirectory() as tmp:
         wall, summary = timed(lambda: precompute(Request(

@@ -29,6 +29,7 @@ from precompute.techniques.featurevis import settings  # noqa: E402
 from precompute.layers import with_layers  # noqa: E402
 from precompute.models import DEFAULT_MODEL, build, resolve  # noqa: E402
 from precompute.optvis import render as rd  # noqa: E402
+from precompute.optvis.presets import PRESETS  # noqa: E402
 from store.queries import Store  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--layers", default="all")
     ap.add_argument("--per-layer", type=int, default=4)
-    ap.add_argument("--preset", default="full", choices=sorted(rd.PRESETS))
+    ap.add_argument("--preset", default="full", choices=sorted(PRESETS))
     ap.add_argument("--steps", type=int)
     ap.add_argument("--size", type=int)
     ap.add_argument("--window", type=float)

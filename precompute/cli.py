@@ -66,8 +66,8 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("model", help="registry id, hf-hub:ORG/NAME[@REV], local-dir:PATH, or file.py:factory")
     pre.add_argument("--layers", default="all", help="comma-separated layer names or aliases, or all")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
-    pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,featurevis; "
-                     "default (all but featurevis) or all")
+    pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,"
+                     "featurevis,circuits; default (all but featurevis) or all")
     pre.add_argument("--preset", choices=("quick", "full"), help="featurevis settings: quick (128 px, 256 steps, "
                      "the default) or full (224 px, 2048 steps)")
     pre.add_argument("--steps", type=_positive, help="featurevis optimisation steps (overrides the preset)")
@@ -157,7 +157,8 @@ def cmd_models(args) -> None:
 
 def cmd_precompute(args) -> int:
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     summary = precompute(Request(
         model=args.model, store=args.store, layers=args.layers, units=args.units, techniques=args.techniques,

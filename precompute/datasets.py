@@ -41,10 +41,16 @@ class Dataset:
     items: list
     loader: object  # callable(item, size) -> PIL.Image
     describe: object  # callable(item) -> str, a human-readable source for provenance
-    skipped: int = field(default=0)
+    # Indices of the items that could not be read. A set, not a counter: the geometry probe and every pass
+    # stream the same items, and an unreadable file is one skipped image however often it is met.
+    unreadable: set[int] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.unreadable)
 
     def load(self, index: int, size: int) -> Image.Image | None:
         try:
@@ -57,7 +63,7 @@ class Dataset:
         for index in range(len(self.items)) if indices is None else indices:
             image = self.load(index, size)
             if image is None:
-                self.skipped += 1
+                self.unreadable.add(index)
                 continue
             yield index, image
 

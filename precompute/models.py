@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,7 +53,6 @@ class ModelSpec:
     location: str = ""  # the folder of a local-dir model, or the factory reference of a factory model
     labels: str = ""  # "imagenet" where the head is the ImageNet-1k classifier
     description: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import defaultdict
 
 from tqdm import tqdm
 
 from precompute.jobs import Job
+from precompute.runner import run_jobs
+from precompute.techniques import TECHNIQUES
 from store.errors import one_line
 
 # Attempts after the first, for a job that raises and for a worker that dies (Ray's max_retries covers both
@@ -27,20 +30,30 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_D
                  "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "HF_DATASETS_OFFLINE")
 
 
-def _job_task(req, jobs: tuple[Job, ...], geo) -> int:
-    from precompute.pipeline import run_jobs
+def group_jobs(jobs: list[Job]) -> list[tuple[Job, ...]]:
+    """Jobs as units of work for a cluster: the pass jobs of each layer together (one streaming pass over the
+    dataset computes all of them), every other job alone. One pass per layer rather than one for all layers:
+    layers spread over workers, at the price of decoding the dataset once per layer and running the forward
+    pass up to each layer in its own task (about half the model on average): more work in all, less time once
+    there are a few workers. Deepest layers first (plan order is the model's), so that the longest passes start
+    first and short ones fill the gaps at the end."""
+    by_layer: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if TECHNIQUES[job.technique].shares_pass:
+            by_layer[job.layer].append(job)
+    return [tuple(group) for group in reversed(by_layer.values())] + [
+        (job,) for job in jobs if not TECHNIQUES[job.technique].shares_pass]
 
-    run_jobs(req, jobs, geo)
-    return len(jobs)
 
-
-def run(req, groups: list[tuple[Job, ...]], geo) -> list[dict]:
-    """Runs every group of jobs as one Ray task; returns the jobs that failed after their retries, as
-    {"key", "label", "error"} (one line each), having let every other task finish."""
+def run(req, jobs: list[Job], geo) -> tuple[list[dict], set[int]]:
+    """Runs the jobs as Ray tasks (see `group_jobs`). Returns the jobs that failed after their retries, as
+    {"key", "label", "error"} (one line each), having let every other task finish; and the indices of the
+    dataset items that the workers found unreadable."""
     import ray
 
+    groups = group_jobs(jobs)
     if not groups:
-        return []
+        return [], set()
     if isinstance(req.work_dir, os.PathLike):
         # Workers on other machines resolve the same path; a relative one would land in each worker's cwd.
         req = dataclasses.replace(req, work=os.path.abspath(req.work_dir))
@@ -54,27 +67,27 @@ def run(req, groups: list[tuple[Job, ...]], geo) -> list[dict]:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         gpus = 1 if req.device.startswith("cuda") else 0
-        task = ray.remote(_job_task).options(num_cpus=1, num_gpus=gpus, max_retries=MAX_RETRIES,
-                                             retry_exceptions=True)
+        task = ray.remote(run_jobs).options(num_cpus=1, num_gpus=gpus, max_retries=MAX_RETRIES,
+                                            retry_exceptions=True)
         # Ray hands each GPU task its own device through CUDA_VISIBLE_DEVICES, where it is always cuda:0.
         worker_req = dataclasses.replace(req, progress=False, device="cuda" if gpus else req.device)
         geo_ref = ray.put(geo)
         refs = {task.remote(worker_req, group, geo_ref): group for group in groups}
-        failed = []
+        failed, unreadable = [], set()
         bar = tqdm(total=sum(len(g) for g in groups), desc="jobs (ray)", unit="job", disable=not req.progress)
         waiting = list(refs)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)
             for ref in ready:
                 try:
-                    ray.get(ref)
+                    unreadable |= ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     # A pass task may have written some of its layer's shards before it failed: those count.
                     failed.extend({"key": job.key, "label": job.label(), "error": _one_line(exc)}
                                   for job in refs[ref] if not job.done(req.work_dir))
                 bar.update(len(refs[ref]))
         bar.close()
-        return failed
+        return failed, unreadable
     finally:
         if started_here:
             ray.shutdown()

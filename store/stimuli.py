@@ -190,8 +190,3 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("edges", "Edges", 1, _edge_axes, edge, "light/dark edges: orientation (360°) x position"),
     Family("lines", "Lines", 1, _line_axes, line, "dark lines: orientation x width"),
 )}
-
-
-def count(size: int) -> int:
-    """Stimuli over all families at this image side."""
-    return sum(int(np.prod(f.shape(size))) for f in FAMILIES.values())

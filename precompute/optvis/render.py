@@ -7,26 +7,24 @@ for all, so that renders can be compared with each other and with dataset activa
 Speed on CPUs, measured on EfficientNet-Lite0 (see benchmarks/bench_render.py):
 - the forward pass stops after the deepest objective layer (`hooks.capture(stop_after_last=True)`);
 - the model is rendered through a private copy with each BatchNorm folded into the convolution before it,
-  checked against the original on the objective's layers, and in channels_last layout; in eval mode a
-  BatchNorm is a per-channel affine map, so folding it removes an elementwise pass forwards and backwards;
+  checked against the original on the objective's layers, and in channels_last layout (`prepare`);
 - all of Lucid's standard transforms and the resize to the model's input are one `grid_sample` per step;
 - one batch holds many units (element i of a batch objective has its own unit), with one Adam for all:
   Adam's update is elementwise, so each element follows the same path as if rendered alone;
-- for pooled objectives (a channel's mean, DeepDream, diversity; see `objectives`), the `quick` preset shows
-  the model a random window of half its input's side at each step, not the whole view: a quarter of the
-  pixels per step, and windows that move every step cover the whole image over the run. The images are
-  still made for, and scored on, the whole view (`achieved`). Position-bound objectives (`neuron`,
-  `caricature`) always see the whole view.
+- for pooled objectives (a channel's mean, DeepDream, diversity; see `objectives`), the `quick` preset
+  (`presets`) shows the model a random window of half its input's side at each step, not the whole view: a
+  quarter of the pixels per step, and windows that move every step cover the whole image over the run. The
+  images are still made for, and scored on, the whole view (`achieved`). Position-bound objectives
+  (`neuron`, `caricature`) always see the whole view.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,40 +37,9 @@ from precompute.optvis import objectives as obj
 from precompute.optvis import param as param_mod
 from precompute.optvis import rng
 from precompute.optvis import transforms as tf
-from store.errors import MicroscopeError
-
-
-class RenderError(MicroscopeError, ValueError):
-    """Bad render input (unknown layer or parameterisation, unit out of range, steps <= 0, ...); one line."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Render settings as data; every field can be overridden per call."""
-
-    size: int  # side of the optimised image; resampled to the model's input size for each step
-    steps: int
-    lr: float = 0.05  # Lucent's default Adam step (render_vis), which the reference renders use
-    param: str = "fourier"
-    transforms: str = "standard"
-    # For pooled objectives: the side of the random window of the model's input that each step evaluates,
-    # as a fraction of the input's side; None or 1: the whole input (see the module docstring).
-    window: float | None = None
-    batch: int | None = None  # units per optimisation in render_units; None: by device (see auto_batch)
-
-    def knobs(self) -> dict:
-        """The settings that `render` takes, by name."""
-        return {"size": self.size, "steps": self.steps, "lr": self.lr, "param": self.param,
-                "transforms": self.transforms, "window": self.window}
-
-
-PRESETS: dict[str, Preset] = {
-    # The settings of shared/reference/lucent-efficientnet_lite0.png, our quality bar: Lucent's default
-    # 128 px image (upsampled to the model's input) at 256 steps; pooled objectives see half-side windows.
-    "quick": Preset(size=128, steps=256, window=0.5),
-    # Issue 3's publication setting: the model's full input resolution, 8x the steps.
-    "full": Preset(size=224, steps=2048),
-}
+from precompute.optvis.errors import RenderError
+from precompute.optvis.prepare import frozen_eval, match_layout, prepare
+from precompute.optvis.presets import Preset, auto_batch, check_window, preset_settings
 
 
 def render(
@@ -122,7 +89,7 @@ def render(
     _check_device(model, device)
     work = prepare(model, layers, device, input_size) if optimise_model else model
     try:
-        with _frozen_eval(work):
+        with frozen_eval(work):
             images = _render_fitting(work, objective, layers, keys, settings, step_callback)
             scores = achieved(work, objective, images, input_size=input_size, mean=mean, std=std, device=device)
     except obj.ObjectiveError as exc:  # unit out of range, wrong target shape: the user's input, said once
@@ -195,10 +162,10 @@ def activations(model: nn.Module, layers: Sequence[str], images: np.ndarray | to
     to_input = tf.compose([tf.resize(input_size)])
     m, s = _norm(mean, std, device)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    with torch.no_grad(), _frozen_eval(model), capture(model, layers) as captured:
+    with torch.no_grad(), frozen_eval(model), capture(model, layers) as captured:
         for start in range(0, x.shape[0], chunk):
             part = to_input(x[start:start + chunk].to(device), torch.Generator())
-            got = run(model, _layout((part - m) / s, model), captured)
+            got = run(model, match_layout((part - m) / s, model), captured)
             for name in layers:
                 out[name].append(as_maps(got[name]).float())
     return {name: torch.cat(parts) for name, parts in out.items()}
@@ -231,125 +198,6 @@ def retain_freed_memory() -> bool:
                [(m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20)])
 
 
-# --- preparation -------------------------------------------------------------------------------------------
-
-
-class _FoldedNorm(nn.Module):
-    """What is left of a BatchNorm(+activation) once its affine map is folded into the conv before it.
-
-    Keeps timm's `drop` and `act` children under their names, so module paths below it still resolve.
-    """
-
-    def __init__(self, norm: nn.Module):
-        super().__init__()
-        self.drop = getattr(norm, "drop", None) or nn.Identity()
-        self.act = getattr(norm, "act", None) or nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop(x))
-
-
-def prepare(model: nn.Module, layers: Sequence[str], device: torch.device | str, input_size: int) -> nn.Module:
-    """A frozen copy of `model` for rendering: BatchNorms folded where that leaves `layers` unchanged, and
-    channels_last on CPU. Falls back to a plain frozen copy when the folded one disagrees on any layer."""
-    device = torch.device(device)
-    plain = _copy_without_hooks(model).eval().requires_grad_(False)
-    folded = copy.deepcopy(plain)
-    if not _fold_batchnorms(folded, set(layers)):
-        return _to_layout(plain, device)
-    probe = torch.rand(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0)).to(device) * 4 - 2
-    try:
-        with torch.no_grad(), capture(plain, list(layers)) as a, capture(folded, list(layers)) as b:
-            want, got = run(plain, probe, a), run(folded, probe, b)
-        same = all(_close(want[name], got[name]) for name in layers)
-    except Exception:  # noqa: BLE001  any failure of the folded copy means: render the original
-        same = False
-    return _to_layout(folded if same else plain, device)
-
-
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-def _copy_without_hooks(model: nn.Module) -> nn.Module:
-    """A deep copy that leaves the caller's hooks behind.
-
-    Their hooks must not fire on our thousands of steps, and some cannot be copied at all: Lucent 0.1.8's
-    `hook_model` never removes its hooks, which keep the last (non-leaf) output, and deepcopy refuses those.
-    """
-    saved = [(m, name, getattr(m, name)) for m in model.modules() for name in _HOOK_DICTS if hasattr(m, name)]
-    try:
-        for m, name, hooks in saved:
-            setattr(m, name, type(hooks)())
-        return copy.deepcopy(model)
-    finally:
-        for m, name, hooks in saved:
-            setattr(m, name, hooks)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a, b = as_maps(a).float(), as_maps(b).float()
-    return a.shape == b.shape and bool(((a - b).abs().max() <= 1e-3 * a.abs().max().clamp(min=1e-6)))
-
-
-def _fold_batchnorms(model: nn.Module, keep: set[str]) -> bool:
-    """Folds each eval-mode BatchNorm2d into the Conv2d registered just before it in the same parent.
-
-    Registration order is only a guess at data flow, which is why `prepare` checks the result. A conv whose
-    own output is requested is left alone (folding would change what it outputs).
-    """
-    changed = False
-    for parent_name, parent in list(model.named_modules()):
-        children = list(parent.named_children())
-        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
-            path = f"{parent_name}.{conv_name}" if parent_name else conv_name
-            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)) or path in keep:
-                continue
-            if norm.num_features != conv.out_channels or norm.running_mean is None or not norm.affine:
-                continue
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
-            conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
-            conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias, requires_grad=False)
-            setattr(parent, norm_name, _FoldedNorm(norm) if type(norm) is not nn.BatchNorm2d else nn.Identity())
-            changed = True
-    return changed
-
-
-def _to_layout(model: nn.Module, device: torch.device) -> nn.Module:
-    model = model.to(device)
-    # channels_last lets oneDNN skip layout conversions around every conv. Measured once on the 2-core CPU,
-    # EfficientNet-Lite0 to blocks.3, batch 4, CPU time per image-step: 54 ms plain, 45 ms channels_last,
-    # 44 ms folded, 29 ms both. CUDA is left to cuDNN's own choice.
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _layout(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    weight = next((p for p in model.parameters() if p.ndim == 4), None)
-    if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-@contextlib.contextmanager
-def _frozen_eval(model: nn.Module):
-    """Eval mode (BatchNorm must not mix batch elements) and no weight gradients, restored afterwards."""
-    training = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval().requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, was in training:
-            m.training = was
-        for p, was in grads:
-            p.requires_grad_(was)
-
-
-# --- the loop ------------------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class _Settings:
     size: int
@@ -373,7 +221,7 @@ class _Settings:
             raise RenderError(f"input_size must be an integer of at least 8 pixels, got {self.input_size!r}")
         if not self.lr > 0:
             raise RenderError(f"lr must be positive, got {self.lr!r}")
-        _check_window(self.window)
+        check_window(self.window)
         if self.param not in param_mod.PARAMS:
             raise RenderError(f"unknown parameterisation {self.param!r}; use one of {', '.join(param_mod.PARAMS)}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -417,7 +265,7 @@ def _optimise(model, objective, layers, keys, settings, step_callback) -> np.nda
     with capture(model, list(layers)) as captured:
         for step in range(s.steps):
             optimiser.zero_grad(set_to_none=True)
-            x = _layout((to_input(image_fn(), gens) - m) / sd, model)
+            x = match_layout((to_input(image_fn(), gens) - m) / sd, model)
             with autocast():
                 got = run(model, x, captured)
             scores = objective({name: as_maps(got[name]) for name in layers})
@@ -440,11 +288,6 @@ def _window(objective: obj.Objective, s: _Settings) -> list[tf.Warp]:
     """The random window warp for a pooled objective when the settings ask for one smaller than the input."""
     side = max(1, round(s.window * s.input_size)) if s.window else s.input_size
     return [tf.window(side)] if objective.pooled and side < s.input_size else []
-
-
-def _check_window(window: float | None) -> None:
-    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 1):
-        raise RenderError(f"window must be a fraction of the input's side in (0, 1], got {window!r}")
 
 
 def _mixed_precision(device: torch.device):
@@ -478,9 +321,6 @@ def _as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _norm(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
     return (torch.tensor(mean, dtype=torch.float32, device=device).reshape(1, 3, 1, 1),
             torch.tensor(std, dtype=torch.float32, device=device).reshape(1, 3, 1, 1))
-
-
-# --- input checks --------------------------------------------------------------------------------------------
 
 
 def _check_layers(model: nn.Module, objective: obj.Objective, layers: Sequence[str] | None) -> list[str]:
@@ -518,33 +358,3 @@ def _transforms(transforms: str | Sequence[tf.Transform]) -> tuple:
             raise RenderError(f"unknown transform set {transforms!r}; use one of {', '.join(tf.TRANSFORMS)}")
         return tuple(tf.TRANSFORMS[transforms])
     return tuple(transforms)
-
-
-def preset_settings(preset: str | Preset, overrides: dict) -> Preset:
-    """A named (or given) preset with `overrides` laid over it, checked; RenderError on a bad name or value."""
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise RenderError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-        preset = PRESETS[preset]
-    unknown = set(overrides) - set(Preset.__dataclass_fields__)
-    if unknown:
-        raise RenderError(f"unknown render setting {sorted(unknown)[0]!r}; settings are {', '.join(Preset.__dataclass_fields__)}")
-    settings = replace(preset, **overrides)
-    _check_window(settings.window)
-    if settings.batch is not None and (not isinstance(settings.batch, int) or settings.batch <= 0):
-        raise RenderError(f"batch must be a positive integer, got {settings.batch!r}")
-    return settings
-
-
-def auto_batch(device: torch.device, window: float | None = None) -> int:
-    """Units per optimisation when none is asked for; `window`: the window the steps see (None: whole views).
-
-    A CPU gains little from batching: for EfficientNet-Lite0 at 224 px a step costs about 1.4x less per
-    image at a batch of 4 than at 1, and more again at 8, once a batch's activations no longer fit in
-    cache. Through half-side windows a batch of 8 is as large in pixels as 2 whole views: on blocks.3, 16
-    units took 18.1 s at a batch of 8 against 23.8 s at 4 (bench_render.py, idle 2-core CPU). A GPU is
-    underused below dozens of images; 32 is a start that the out-of-memory halving corrects.
-    """
-    if device.type == "cuda":
-        return 32
-    return 8 if window and window <= 0.5 else 4

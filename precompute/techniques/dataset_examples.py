@@ -6,12 +6,18 @@ the layer's effective receptive field, and the activation map under that crop (f
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from precompute.dataset_pass import LayerRecord
+from precompute.techniques.base import PassTechnique
+from store import pictures, shards, workdir
 
-VERSION = 1
 # Circuits-style sample of the response distribution, from the top of the range down.
 QUANTILES = (0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 THUMB_PX = 96
@@ -61,3 +67,54 @@ def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, 
 
 def referenced_images(table: pa.Table) -> set[str]:
     return set(table.column("image_id").to_pylist())
+
+
+class DatasetExamples(PassTechnique):
+    name = "dataset"
+    VERSION = 1
+    tables = ("dataset_examples", "thumbnails", "images")
+    unit_key = "dataset"
+
+    def from_pass(self, ctx, job, record: LayerRecord) -> dict[str, pa.Table]:
+        """The technique's rows, its thumbnails, and the images they show (written once per dataset)."""
+        spec, dataset, work = ctx.spec, ctx.dataset, ctx.request.work_dir
+        dataset_key = f"{shards.slug(ctx.request.dataset)}-{spec.input_size}"
+        examples = rows(record, spec.id, job.layer, job.unit_start, job.unit_stop, job.key,
+                        image_id=lambda i: f"{dataset_key}:{i}")
+        listing = {"image_id": [], "dataset": [], "source": [], "path": []}
+        missing = []
+        stored = workdir.names_under(work, f"images/{dataset_key}")
+        for image_id in sorted(referenced_images(examples)):
+            index = int(image_id.rsplit(":", 1)[1])
+            rel = f"images/{dataset_key}/{index:07d}.webp"
+            if rel not in stored:  # dataset images are shared by every layer's jobs: encode each once
+                missing.append((index, rel))
+            for key, value in zip(listing, (image_id, dataset.name, dataset.source(index), rel)):
+                listing[key].append(value)
+        top = examples.filter(pc.and_(pc.equal(examples["kind"], "top"), pc.equal(examples["rank"], 0))).to_pylist()
+        tops_by_image = defaultdict(list)
+        for row in top:
+            tops_by_image[int(row["image_id"].rsplit(":", 1)[1])].append(row)
+
+        def thumbnails_of(index: int) -> list[tuple[int, bytes]]:
+            image = dataset.load(index, spec.input_size)
+            return [(r["unit"], pictures.encode(pictures.crop(image, r["box"], THUMB_PX)))
+                    for r in tops_by_image[index]]
+
+        def store_image(item: tuple[int, str]) -> None:
+            workdir.write_bytes(work, item[1], pictures.encode(dataset.load(item[0], spec.input_size)))
+
+        # PIL releases the GIL while it resizes and encodes: spread the image work over the cores.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(store_image, missing))
+            thumb_by_unit = dict(pair for pairs in pool.map(thumbnails_of, tops_by_image) for pair in pairs)
+        thumbs = [thumb_by_unit[r["unit"]] for r in top]
+        thumbnails = pa.table({
+            "model_id": [spec.id] * len(top), "layer": [job.layer] * len(top), "unit": [r["unit"] for r in top],
+            "technique": ["dataset"] * len(top), "format": ["webp"] * len(top),
+            "data": pa.array(thumbs, type=pa.binary()), "run_id": [job.key] * len(top),
+        })
+        return {"dataset_examples": examples, "thumbnails": thumbnails, "images": pa.table(listing)}
+
+
+TECHNIQUE = DatasetExamples()

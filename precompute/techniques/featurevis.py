@@ -15,9 +15,11 @@ from PIL import Image
 from precompute.jobs import Job
 from precompute.optvis import objectives as obj
 from precompute.optvis import render as rd
+from precompute.optvis.errors import RenderError
+from precompute.optvis.presets import Preset, preset_settings
+from precompute.techniques.base import Technique
 from store import pictures
 
-VERSION = 2  # 2: the quick preset renders pooled objectives through random half-side windows
 UNIT_OBJECTIVES = ("channel", "neuron", "negative")
 FACETS = 4  # diversity images per unit
 DIVERSITY_WEIGHT = 1.0  # Lucid's diversity recipe weighs the channel and diversity terms equally
@@ -25,21 +27,31 @@ CARICATURE_PHOTOS = ("coffee", "chelsea", "astronaut")  # scikit-image photograp
 THUMB_PX = 96
 
 
-def settings(options: dict) -> rd.Preset:
+def settings(options: dict) -> Preset:
     """The named preset (`quick` by default) with the command line's size, steps and window laid over it."""
     overrides = {k: options[k] for k in ("size", "steps", "window") if options.get(k) is not None}
     if overrides.get("steps", 1) <= 0 or overrides.get("size", 1) <= 0:
-        raise rd.RenderError("steps and size must be positive")
-    return rd.preset_settings(options.get("preset") or "quick", overrides)
+        raise RenderError("steps and size must be positive")
+    return preset_settings(options.get("preset") or "quick", overrides)
 
 
-def params(req, spec) -> dict:
-    preset = settings(req.options)
-    return {"preset": req.options.get("preset") or "quick", **preset.knobs(), "facets": FACETS,
-            "caricatures": list(CARICATURE_PHOTOS)}
+class FeatureVis(Technique):
+    name = "featurevis"
+    VERSION = 2  # 2: the quick preset renders pooled objectives through random half-side windows
+    tables = ("featurevis", "thumbnails", "layer_visuals")
+    unit_key = "featurevis"
+
+    def params(self, req, spec) -> dict:
+        preset = settings(req.options)
+        return {"preset": req.options.get("preset") or "quick", **preset.knobs(), "facets": FACETS,
+                "caricatures": list(CARICATURE_PHOTOS)}
+
+    def run(self, ctx, job: Job) -> dict[str, pa.Table]:
+        return render_job(ctx, job)
 
 
-def run(ctx, job: Job) -> dict[str, pa.Table]:
+def render_job(ctx, job: Job) -> dict[str, pa.Table]:
+    """The unit images of the job's units, their thumbnails, and the layer's visuals in its first job."""
     preset = settings(ctx.request.options)
     spec, layer, seed = ctx.spec, job.layer, ctx.request.seed
     units = list(range(job.unit_start, job.unit_stop))
@@ -90,7 +102,7 @@ def run(ctx, job: Job) -> dict[str, pa.Table]:
     return tables
 
 
-def layer_visuals(ctx, job: Job, preset: rd.Preset) -> pa.Table:
+def layer_visuals(ctx, job: Job, preset: Preset) -> pa.Table:
     """DeepDream of the layer and caricatures of the bundled photos: one optimisation of 1 + N images."""
     import skimage.data
 
@@ -117,3 +129,6 @@ def layer_visuals(ctx, job: Job, preset: rd.Preset) -> pa.Table:
         "achieved": [float(dream_score[0]), *map(float, caric_score)],
         "run_id": [job.key] * n,
     })
+
+
+TECHNIQUE = FeatureVis()

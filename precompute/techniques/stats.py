@@ -6,9 +6,19 @@ import numpy as np
 import pyarrow as pa
 
 from precompute.dataset_pass import LayerRecord
+from precompute.techniques.base import PassTechnique
 
-VERSION = 1
 HISTOGRAM_BINS = 40
+
+
+class Stats(PassTechnique):
+    name = "stats"
+    VERSION = 1
+    tables = ("unit_stats",)
+    unit_key = "stats"
+
+    def from_pass(self, ctx, job, record: LayerRecord) -> dict[str, pa.Table]:
+        return {"unit_stats": rows(record, ctx.spec.id, job.layer, job.unit_start, job.unit_stop, job.key)}
 
 
 def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, run_id: str) -> pa.Table:
@@ -41,3 +51,6 @@ def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, 
         "hist_lo": lo[sl], "hist_hi": hi[sl],
         "hist_counts": pa.array(out["hist_counts"], type=pa.list_(pa.int64())),
     })
+
+
+TECHNIQUE = Stats()

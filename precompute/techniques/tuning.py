@@ -18,17 +18,12 @@ import torch
 
 from precompute.hooks import capture, run as forward
 from precompute.layers import as_maps
+from precompute.techniques.base import Technique
 from store.stimuli import FAMILIES, Axis, Family, uniform_grey
 
-VERSION = 3  # 2: spatial max inside the image; 3: selectivity above the blank response
 BATCH = 32
 # A uniform mid-grey field: each unit's response to "no stimulus", the baseline of its tuning curves.
 BLANK = Family("blank", "Blank", 1, lambda size: (), lambda size: uniform_grey(size))
-
-
-def params(req, spec) -> dict:
-    """Besides what the pipeline adds to every technique (weights, input size, normalisation, version)."""
-    return {"families": {name: f.version for name, f in FAMILIES.items()}}
 
 
 def responses(model, layers: list[str], size: int, mean, std, device, batch_size: int = BATCH,
@@ -198,21 +193,26 @@ def rows(model_id: str, layer: str, unit_start: int, unit_stop: int, run_id: str
     return pa.concat_tables(parts)
 
 
-def run(ctx, job) -> dict[str, pa.Table]:
-    """One job: the layer's units [unit_start, unit_stop). The stimulus pass runs once per request, for every
-    layer the request names, and is kept in the context's cache for the other jobs."""
-    from precompute.pipeline import select_layers  # the pipeline imports this module
+class Tuning(Technique):
+    name = "tuning"
+    VERSION = 3  # 2: spatial max inside the image; 3: selectivity above the blank response
+    tables = ("tuning",)
+    unit_key = "tuning"
 
-    key = ("tuning", job.params)
-    if key not in ctx.cache:
-        layers = select_layers(ctx.request.layers, ctx.spec)
-        ctx.cache[key] = responses(ctx.model, layers, ctx.spec.input_size, ctx.spec.mean, ctx.spec.std,
-                                   ctx.device, batch_size=ctx.request.batch_size, margins={
-                                       name: margin(ctx.geometry[name], ctx.spec.input_size) for name in layers})
-    cached = ctx.cache[key]
-    if job.layer not in cached:  # not among the request's layers (cannot happen via precompute)
-        cached.update(responses(ctx.model, [job.layer], ctx.spec.input_size, ctx.spec.mean, ctx.spec.std,
-                                ctx.device, batch_size=ctx.request.batch_size,
-                                margins={job.layer: margin(ctx.geometry[job.layer], ctx.spec.input_size)}))
-    return {"tuning": rows(ctx.spec.id, job.layer, job.unit_start, job.unit_stop, job.key, ctx.spec.input_size,
-                           cached[job.layer])}
+    def params(self, req, spec) -> dict:
+        return {"families": {name: f.version for name, f in FAMILIES.items()}}
+
+    def run(self, ctx, job) -> dict[str, pa.Table]:
+        """One job: the layer's units [unit_start, unit_stop). The stimulus pass runs once per request, for
+        every layer the request names, and is kept in the context's cache for the other jobs."""
+        key = ("tuning", job.params)
+        if key not in ctx.cache:
+            size = ctx.spec.input_size
+            ctx.cache[key] = responses(ctx.model, ctx.layers, size, ctx.spec.mean, ctx.spec.std, ctx.device,
+                                       batch_size=ctx.request.batch_size,
+                                       margins={name: margin(ctx.geometry[name], size) for name in ctx.layers})
+        return {"tuning": rows(ctx.spec.id, job.layer, job.unit_start, job.unit_stop, job.key, ctx.spec.input_size,
+                               ctx.cache[key][job.layer])}
+
+
+TECHNIQUE = Tuning()

@@ -1,6 +1,6 @@
-"""Weights between units (precompute/circuits.py): planted weights come back exactly, expanded weights of linear
-stacks equal the composed kernel and a brute-force Jacobian, bad pairs and nonlinear paths get clear errors,
-and the technique's rows reach `microscope unit --json`."""
+"""Weights between units (precompute/linear_paths.py, stored by the circuits technique): planted weights come
+back exactly, expanded weights of linear stacks equal the composed kernel and a brute-force Jacobian, bad
+pairs and nonlinear paths get clear errors, and the technique's rows reach `microscope unit --json`."""
 
 import json
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from precompute.techniques.circuits import CircuitError, NotLinearPath, expanded_weights, strongest
+from precompute.linear_paths import CircuitError, NotLinearPath, expanded_weights, strongest
 
 
 def planted() -> nn.Sequential:
@@ -166,15 +166,15 @@ def test_a_crop_of_the_source_map_gives_the_whole_maps_weights_on_a_strided_resi
 def test_the_forward_route_is_exact_under_large_constants(monkeypatch):
     """Few source cells and many target units: one forward pass per source cell, minus the pass at zero. Large
     biases (1000, as batch-norm shifts can make) must not eat the float32 difference."""
-    from precompute.techniques import circuits
+    from precompute import linear_paths
 
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Conv2d(2, 64, 3, padding=1)).eval()
     with torch.no_grad():
         model[2].bias.fill_(1000.0)
     calls = []
-    route = circuits._by_forward
-    monkeypatch.setattr(circuits, "_by_forward", lambda *a: calls.append(1) or route(*a))
+    route = linear_paths._by_forward
+    monkeypatch.setattr(linear_paths, "_by_forward", lambda *a: calls.append(1) or route(*a))
     pair = expanded_weights(model, "0", "2", 40)
     assert calls  # 2 x 3 x 3 = 18 source cells against 64 units: the forward route ran
     w = model[2].weight.detach().numpy()
@@ -298,7 +298,8 @@ def build():
 def test_unit_json_reports_inputs_and_outputs_by_absolute_weight(tmp_path, capsys):
     from precompute.cli import main
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     factory = tmp_path / "planted.py"
     factory.write_text(PLANTED_FACTORY)

@@ -8,8 +8,9 @@ from streamlit.testing.v1 import AppTest
 
 from precompute.cli import main
 from precompute.models import Overrides
-from precompute.optvis.render import RenderError
-from precompute.pipeline import Request, precompute
+from precompute.optvis.errors import RenderError
+from precompute.pipeline import precompute
+from precompute.request import Request
 from store.queries import Store
 
 pytestmark = pytest.mark.integration

@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+from PIL import Image
 
 from store.shards import finished_shards
 from precompute.models import Overrides
-from precompute.pipeline import Request, precompute
+from precompute.pipeline import precompute
+from precompute.request import Request
 from store.queries import Store
 
 pytestmark = pytest.mark.integration
@@ -70,6 +73,20 @@ def test_rerun_is_free_and_changes_nothing(tiny_factory, tmp_path):
     assert Store(store).layers("tiny")[0]["stats_units"] == 8
 
 
+def image_folder(root: Path, count: int, corrupt_at: int | None = None) -> Path:
+    """`count` readable PNG files of seeded noise, named in order; with `corrupt_at`, one more file at that
+    position whose bytes are no image (it still ends in .png, so the folder dataset lists it)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count + (corrupt_at is not None)):
+        path = root / f"{i:02d}.png"
+        if i == corrupt_at:
+            path.write_bytes(b"not an image")
+        else:
+            Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(path)
+    return root
+
+
 def test_same_seed_same_results_and_other_dataset_replaces(tiny_factory, tmp_path):
     a = precompute(_request(tiny_factory, tmp_path / "a" / "s.duckdb", layers="2.0"))
     b = precompute(_request(tiny_factory, tmp_path / "b" / "s.duckdb", layers="2.0"))
@@ -77,6 +94,29 @@ def test_same_seed_same_results_and_other_dataset_replaces(tiny_factory, tmp_pat
     ra = Store(tmp_path / "a" / "s.duckdb").unit_record("tiny", "2.0", 5)
     rb = Store(tmp_path / "b" / "s.duckdb").unit_record("tiny", "2.0", 5)
     assert ra["stats"]["hist_counts"] == rb["stats"]["hist_counts"] and ra["dataset"] == rb["dataset"]
+    # The same units over another dataset, into store a: new jobs (the dataset is in their params), and the
+    # store now shows only the new dataset's results for them.
+    folder = image_folder(tmp_path / "photos", 12)
+    c = precompute(_request(tiny_factory, tmp_path / "a" / "s.duckdb", layers="2.0", dataset=f"folder:{folder}"))
+    assert c["ran"] == 2 and c["skipped"] == 0
+    rc = Store(tmp_path / "a" / "s.duckdb").unit_record("tiny", "2.0", 5)
+    assert rc["stats"]["images"] == 12 and ra["stats"]["images"] == 64
+    examples = [e for kind in ("top", "bottom", "quantile") for e in rc["dataset"][kind]]
+    assert examples and {e["image_source"] for e in examples} <= {f"{i:02d}.png" for i in range(12)}
+    assert {r["technique"]: r["dataset"] for r in rc["provenance"]} == {"stats": f"folder:{folder}",
+                                                                        "dataset": f"folder:{folder}"}
+
+
+def test_an_unreadable_image_is_counted_once(tiny_factory, tmp_path):
+    """The geometry probe reads the first 8 images and the dataset pass reads them again: the corrupt third
+    file is one skipped image, in the summary and in every stored run."""
+    folder = image_folder(tmp_path / "photos", 10, corrupt_at=2)
+    store = tmp_path / "s.duckdb"
+    summary = precompute(_request(tiny_factory, store, layers="0,2.0", dataset=f"folder:{folder}"))
+    assert summary["images_skipped"] == 1 and summary["ran"] == 4
+    con = duckdb.connect(str(store), read_only=True)
+    assert con.execute("SELECT images_seen, images_skipped, count(*) FROM runs GROUP BY ALL").fetchall() == [(10, 1, 4)]
+    con.close()
 
 
 def test_kill_9_midway_then_rerun_completes_exactly_once(tmp_path):

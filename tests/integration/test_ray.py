@@ -13,14 +13,17 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
+from PIL import Image
 
 from precompute.cli import main
 from precompute.jobs import Job, write_shard
 from store.shards import finished_shards
 from precompute.models import Overrides
-from precompute.pipeline import Request, precompute
+from precompute.pipeline import precompute
+from precompute.request import Request
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[2]
@@ -307,6 +310,27 @@ def test_ray_on_an_s3_work_folder_builds_the_same_store_as_the_local_executor(cl
     _assert_same_rows(_rows(tmp_path / "again.duckdb"), got)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("s3.duckdb")) == [
         "again.duckdb", "again.duckdb.lock"]
+
+
+def test_an_unreadable_image_is_counted_once_from_the_workers(cluster, tiny_factory, tmp_path):
+    """The driver's geometry probe reads only the first 8 images; the corrupt file comes after them, so only
+    the workers' passes meet it (two layers: two tasks, each meeting it once)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(13):
+        path = folder / f"{i:02d}.png"
+        if i == 10:
+            path.write_bytes(b"not an image")
+        else:
+            Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(path)
+    store = tmp_path / "s.duckdb"
+    summary = precompute(_tiny_request(tiny_factory, store, layers="0,2.0", techniques="stats,dataset",
+                                       dataset=f"folder:{folder}", executor="ray"))
+    assert summary["failed"] == [] and summary["ran"] == 4 and summary["images_skipped"] == 1
+    con = duckdb.connect(str(store), read_only=True)
+    assert con.execute("SELECT images_seen, images_skipped, count(*) FROM runs GROUP BY ALL").fetchall() == [(12, 1, 4)]
+    con.close()
 
 
 def test_s3_shard_counts_only_once_its_meta_is_written(s3_server):

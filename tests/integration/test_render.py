@@ -11,6 +11,8 @@ from torch import nn
 from precompute.models import REGISTRY, Layer, ModelSpec, build
 from precompute.optvis import objectives as O
 from precompute.optvis import render as R
+from precompute.optvis.prepare import prepare
+from precompute.optvis.presets import PRESETS
 
 pytestmark = pytest.mark.integration
 
@@ -134,12 +136,12 @@ def test_the_callers_hooks_stay_but_do_not_fire_while_rendering():
 
 def test_folding_batchnorms_keeps_every_requested_layer():
     model = tiny()
-    folded = R.prepare(model, ["4"], "cpu", 32)
+    folded = prepare(model, ["4"], "cpu", 32)
     assert isinstance(folded[1], nn.Identity)  # the BatchNorm went into conv 0
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(folded(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-5)
-    kept = R.prepare(model, ["0"], "cpu", 32)  # conv 0's own output is asked for: it must not change
+    kept = prepare(model, ["0"], "cpu", 32)  # conv 0's own output is asked for: it must not change
     assert isinstance(kept[1], nn.BatchNorm2d)
 
 
@@ -242,7 +244,7 @@ def test_render_units_errors():
 
 
 def test_presets_are_data():
-    quick, full = R.PRESETS["quick"], R.PRESETS["full"]
+    quick, full = PRESETS["quick"], PRESETS["full"]
     assert (quick.size, quick.steps, quick.window) == (128, 256, 0.5)
     assert (full.size, full.steps, full.window) == (224, 2048, None)
 

@@ -108,7 +108,8 @@ def test_half_max_width():
 
 def test_precompute_tuning_into_the_store(tmp_path):
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
     from store.queries import Store
 
     factory = tmp_path / "hand.py"

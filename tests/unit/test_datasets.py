@@ -44,6 +44,8 @@ def test_folder_skips_and_counts_unreadable_images(tmp_path):
     # Sorted paths: c.png, cls/a.png, cls/b.jpg (unreadable).
     assert [i for i, _ in got] == [0, 1] and ds.skipped == 1
     assert got[0][1].size == (32, 32) and got[0][1].getpixel((5, 5)) == (0, 0, 255)
+    # Streamed again (a probe, then a pass), the unreadable file is still one skipped image.
+    assert [i for i, _ in ds.stream(16)] == [0, 1] and ds.skipped == 1 and ds.unreadable == {2}
 
 
 def test_missing_or_empty_folder_is_a_clear_error(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
 from precompute.models import ModelError, REGISTRY
-from precompute.pipeline import UsageError, parse_techniques, parse_units, select_layers
+from precompute.request import UsageError, parse_techniques, parse_units, select_layers
 
 
 def test_units_all_ranges_and_singles():

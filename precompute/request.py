@@ -1,0 +1,116 @@
+"""What `microscope precompute` is asked for: the request, and the parsing of its command-line values into
+layers, units, techniques and a device, each failure one line for the user (`UsageError`, exit status 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from precompute.models import ModelSpec, Overrides
+from precompute.techniques import DEFAULT_TECHNIQUES, TECHNIQUES
+from store import workdir
+from store.errors import MicroscopeError
+
+EXECUTORS = ("local", "ray")
+
+
+class UsageError(MicroscopeError, ValueError):
+    """A bad command-line value; the message is one line for the user."""
+
+    exit_code = 2
+
+
+@dataclass
+class Request:
+    model: str
+    store: Path
+    layers: str = "all"
+    units: str = "all"
+    techniques: str = "default"
+    dataset: str = "sample"
+    device: str = "cpu"
+    seed: int = 0
+    k: int = 16
+    batch_size: int = 32
+    reservoir: int = 20_000
+    max_images: int | None = None  # use only the first N dataset items (quick runs and tests)
+    options: dict = field(default_factory=dict)  # technique settings from the command line (featurevis's preset)
+    work: Path | str | None = None  # a local path, or an object-store URL such as s3://bucket/prefix
+    overrides: Overrides = field(default_factory=Overrides)
+    progress: bool = True
+    executor: str = "local"  # local (in this process) or ray
+    address: str | None = None  # the Ray cluster to join; None starts a local one
+
+    @property
+    def work_dir(self) -> workdir.Location:
+        return workdir.location(self.work) or self.store.parent / "work"
+
+
+def parse_units(text: str, count: int, layer: str) -> list[int]:
+    """`all`, or comma-separated units and inclusive ranges: `0-15,40`."""
+    if text.strip() == "all":
+        return list(range(count))
+    units: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if lo > hi:
+                    raise ValueError
+                units.update(range(lo, hi + 1))
+            else:
+                units.add(int(part))
+        except ValueError:
+            raise UsageError(f"bad unit range {part!r}: expected e.g. 0-15,40 or all") from None
+    bad = [u for u in units if not 0 <= u < count]
+    if bad:
+        raise UsageError(f"unit {min(bad) if min(bad) < 0 else max(bad)} is out of range for layer {layer} "
+                         f"(units 0-{count - 1})")
+    return sorted(units)
+
+
+def parse_techniques(text: str) -> list[str]:
+    named = {"all": list(TECHNIQUES), "default": list(DEFAULT_TECHNIQUES)}
+    chosen = named.get(text.strip()) or [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in TECHNIQUES]
+    if unknown or not chosen:
+        raise UsageError(f"unknown technique {unknown[0] if unknown else text!r}; available: {', '.join(TECHNIQUES)}")
+    return chosen
+
+
+def select_layers(text: str, spec: ModelSpec) -> list[str]:
+    if text.strip() == "all":
+        return [layer.name for layer in spec.layers]
+    return list(dict.fromkeys(spec.layer(name.strip()).name for name in text.split(",") if name.strip()))
+
+
+def parse_executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise UsageError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
+    return name
+
+
+def check_device(name: str) -> torch.device:
+    """The device the jobs run on, which must exist here."""
+    device = _device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name} asked for, but no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def driver_device(name: str) -> torch.device:
+    """Where a Ray driver builds the model to plan jobs and measure layer geometry. Workers run the jobs on the
+    requested device; the driver may have no GPU at all (a laptop submitting to a cluster), and map sizes and
+    receptive fields do not depend on the device."""
+    device = _device(name)
+    return device if device.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad device {name!r}: expected cpu, cuda or cuda:N") from None
