@@ -85,6 +85,14 @@ def _blocks(prefix: str, depths: list[int], units: list[int], start: int = 0) ->
     return names, counts
 
 
+def _timm_hub(model_id: str, revision: str, description: str, layers: tuple, input_size: int = 224,
+              mean=IMAGENET_MEAN, std=IMAGENET_STD, labels: str = "imagenet") -> ModelSpec:
+    """A model of timm's organisation on the Hub, `timm/<arch>.<tag>`, with an ImageNet-1k head by default."""
+    return ModelSpec(id=model_id, arch=model_id.split(".", 1)[0], source="hf-hub", hub_id=f"timm/{model_id}",
+                     revision=revision, input_size=input_size, mean=mean, std=std, labels=labels,
+                     description=description, layers=layers)
+
+
 _VGG19_RELUS = [1, 3, 6, 8, 11, 13, 15, 17, 20, 22, 24, 26, 29, 31, 33, 35]
 _VGG19_ALIASES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), [2, 2, 4, 4, 4]) for i in range(1, n + 1)]
 _INCEPTION_V3 = (
@@ -112,71 +120,22 @@ REGISTRY: dict[str, ModelSpec] = {
                 aliases={"conv_stem": "stem", "conv_head": "head", **{f"blocks.{i}": f"b{i}" for i in range(7)}},
             ),
         ),
-        ModelSpec(
-            id="resnet50.tv_in1k",
-            arch="resnet50",
-            source="hf-hub",
-            hub_id="timm/resnet50.tv_in1k",
-            revision="78f3ecfdb38e06d9b8397f662e7ab8fee96026fa",
-            input_size=224,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            labels="imagenet",
-            description="ResNet-50, torchvision's ImageNet weights (timm port)",
-            layers=_layers((["act1"], 64), _blocks("layer", [3, 4, 6, 3], [256, 512, 1024, 2048], start=1)),
-        ),
-        ModelSpec(
-            id="vgg19.tv_in1k",
-            arch="vgg19",
-            source="hf-hub",
-            hub_id="timm/vgg19.tv_in1k",
-            input_size=224,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            labels="imagenet",
-            description="VGG19, torchvision's ImageNet weights (timm port); layers are the ReLU after each conv",
-            layers=_layers(
-                ([f"features.{i}" for i in _VGG19_RELUS], [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8),
-                aliases={f"features.{i}": a for i, a in zip(_VGG19_RELUS, _VGG19_ALIASES)},
-            ),
-        ),
-        ModelSpec(
-            id="inception_v3.tv_in1k",
-            arch="inception_v3",
-            source="hf-hub",
-            hub_id="timm/inception_v3.tv_in1k",
-            input_size=299,
-            mean=HALF,
-            std=HALF,
-            labels="imagenet",
-            description="Inception V3, torchvision's ImageNet weights (timm port)",
-            layers=_layers(_INCEPTION_V3),
-        ),
-        ModelSpec(
-            id="resnet50_clip.openai",
-            arch="resnet50_clip",
-            source="hf-hub",
-            hub_id="timm/resnet50_clip.openai",
-            revision="ec3d92cf63a5f9d591f0d611b736895966c73076",
-            input_size=224,
-            mean=CLIP_MEAN,
-            std=CLIP_STD,
-            description="CLIP RN50 image tower (OpenAI weights, timm port); head is the attention-pool embedding",
-            layers=_layers((["stem"], 64), _blocks("stages.", [3, 4, 6, 3], [256, 512, 1024, 2048]), (["head"], 1024)),
-        ),
-        ModelSpec(
-            id="vit_base_patch16_224.augreg2_in21k_ft_in1k",
-            arch="vit_base_patch16_224",
-            source="hf-hub",
-            hub_id="timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
-            revision="063c6c38a5d8510b2e57df480445e94b231dad2c",
-            input_size=224,
-            mean=HALF,
-            std=HALF,
-            labels="imagenet",
-            description="ViT-B/16, AugReg ImageNet-21k pretraining fine-tuned on ImageNet-1k; units are residual-stream dims",
-            layers=_layers(([f"blocks.{i}" for i in range(12)] + ["norm"], 768)),
-        ),
+        _timm_hub("resnet50.tv_in1k", "78f3ecfdb38e06d9b8397f662e7ab8fee96026fa",
+                  "ResNet-50, torchvision's ImageNet weights (timm port)",
+                  _layers((["act1"], 64), _blocks("layer", [3, 4, 6, 3], [256, 512, 1024, 2048], start=1))),
+        _timm_hub("vgg19.tv_in1k", "",
+                  "VGG19, torchvision's ImageNet weights (timm port); layers are the ReLU after each conv",
+                  _layers(([f"features.{i}" for i in _VGG19_RELUS], [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8),
+                          aliases={f"features.{i}": a for i, a in zip(_VGG19_RELUS, _VGG19_ALIASES)})),
+        _timm_hub("inception_v3.tv_in1k", "", "Inception V3, torchvision's ImageNet weights (timm port)",
+                  _layers(_INCEPTION_V3), input_size=299, mean=HALF, std=HALF),
+        _timm_hub("resnet50_clip.openai", "ec3d92cf63a5f9d591f0d611b736895966c73076",
+                  "CLIP RN50 image tower (OpenAI weights, timm port); head is the attention-pool embedding",
+                  _layers((["stem"], 64), _blocks("stages.", [3, 4, 6, 3], [256, 512, 1024, 2048]), (["head"], 1024)),
+                  mean=CLIP_MEAN, std=CLIP_STD, labels=""),
+        _timm_hub("vit_base_patch16_224.augreg2_in21k_ft_in1k", "063c6c38a5d8510b2e57df480445e94b231dad2c",
+                  "ViT-B/16, AugReg ImageNet-21k pretraining fine-tuned on ImageNet-1k; units are residual-stream dims",
+                  _layers(([f"blocks.{i}" for i in range(12)] + ["norm"], 768)), mean=HALF, std=HALF),
     ]
 }
 
