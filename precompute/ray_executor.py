@@ -13,7 +13,7 @@ import os
 from tqdm import tqdm
 
 from precompute.jobs import Job
-from store.errors import one_line
+from store.errors import MicroscopeError, one_line
 
 # Attempts after the first, for a job that raises and for a worker that dies (Ray's max_retries covers both
 # once retry_exceptions is on). Two: enough for a flaky node or an out-of-memory kill, few enough that a job
@@ -37,7 +37,12 @@ def _job_task(req, jobs: tuple[Job, ...], geo) -> int:
 def run(req, groups: list[tuple[Job, ...]], geo) -> list[dict]:
     """Runs every group of jobs as one Ray task; returns the jobs that failed after their retries, as
     {"key", "label", "error"} (one line each), having let every other task finish."""
-    import ray
+    try:
+        import ray
+    except ModuleNotFoundError as exc:  # Ray is an extra; a broken install of it (another name) is reported as is
+        if exc.name != "ray":
+            raise
+        raise MicroscopeError("--executor ray needs Ray: pip install 'microscope[ray]'") from None
 
     if not groups:
         return []
