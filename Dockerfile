@@ -9,7 +9,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app \
     MICROSCOPE_STORE=/data/microscope.duckdb \
     MICROSCOPE_CACHE=/data/cache \
     STREAMLIT_SERVER_HEADLESS=true \
@@ -17,15 +16,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 
 WORKDIR /app
-COPY requirements-serve.txt .
-RUN pip install -r requirements-serve.txt
+# The `serve` and `s3` extras of pyproject.toml (the one list of dependencies), read from it; not the package's own
+# dependencies, which bring torch and the rest of precompute. The package itself then goes in with --no-deps.
+COPY pyproject.toml /tmp/src/
+RUN python -c "import tomllib; extras = tomllib.load(open('/tmp/src/pyproject.toml', 'rb'))['project']\
+['optional-dependencies']; print('\n'.join(extras['serve'] + extras['s3']))" > /tmp/serve.txt \
+ && pip install -r /tmp/serve.txt && rm /tmp/serve.txt
 
-# Run from the source tree: `microscope serve` starts Streamlit on the app.py beside its package.
-COPY app.py pyproject.toml README.md ./
-COPY app_pages app_pages
-COPY dashboard dashboard
-COPY store store
-COPY precompute precompute
+COPY README.md app.py /tmp/src/
+COPY app_pages /tmp/src/app_pages
+COPY dashboard /tmp/src/dashboard
+COPY store /tmp/src/store
+COPY precompute /tmp/src/precompute
+RUN pip install --no-deps /tmp/src && rm -rf /tmp/src
 
 RUN useradd --create-home --uid 10001 microscope && mkdir -p /data && chown microscope /data
 USER microscope
@@ -37,4 +40,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD pyth
 base = os.environ.get('STREAMLIT_SERVER_BASE_URL_PATH', '').strip('/'); \
 urllib.request.urlopen(f'http://127.0.0.1:8501/{base + \"/\" if base else \"\"}_stcore/health', timeout=4)"
 
-CMD ["python", "-m", "precompute.cli", "serve", "--address", "0.0.0.0", "--port", "8501"]
+# Run in /app, so that Streamlit reads /app/.streamlit/secrets.toml (see `microscope serve`).
+CMD ["microscope", "serve", "--address", "0.0.0.0", "--port", "8501"]

@@ -12,8 +12,6 @@ from pathlib import Path
 from store import config
 from store.errors import MicroscopeError, one_line
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
-
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, default=Path(config.store_location()),
@@ -61,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("models", help="list the models in the registry")
+    sub.add_parser("entry", help="print the path of the dashboard's Streamlit entry, for `streamlit run "
+                   "\"$(microscope entry)\" --server.fileWatcherType none` (an installed entry lies in site-packages)")
 
     pre = sub.add_parser("precompute", help="compute techniques for units of a model, then ingest the store")
     pre.add_argument("model", help="registry id, hf-hub:ORG/NAME[@REV], local-dir:PATH, or file.py:factory")
@@ -244,22 +244,47 @@ def write_unit_images(store, model_id: str, layer: str, unit: int, folder: Path)
     return paths
 
 
+def app_entry() -> Path:
+    """The dashboard's Streamlit entry, app.py. st.navigation resolves the page files (app_pages/*.py) against the
+    entry's folder, so app.py sits beside app_pages/ and this package: at the top of the checkout, and at the top
+    of site-packages in an installed copy (the wheel ships it as a top-level module)."""
+    top = Path(__file__).resolve().parent.parent
+    entry = top / "app.py"
+    if not (entry.is_file() and (top / "app_pages").is_dir()):
+        raise MicroscopeError(f"the dashboard is missing: no app.py beside app_pages/ in {top}; reinstall Microscope")
+    return entry
+
+
+def cmd_entry(args) -> None:
+    print(app_entry())
+
+
 def cmd_serve(args) -> int:
-    if not APP.is_file():
-        raise FileNotFoundError(f"dashboard entry {APP} not found; install Microscope from its source tree")
+    entry = app_entry()
     env = {**os.environ, "MICROSCOPE_STORE": _serve_location(args)}
     if getattr(args, "cache", None):
         env["MICROSCOPE_CACHE"] = str(args.cache.resolve())
     if getattr(args, "refresh", None) is not None:
         env["MICROSCOPE_REFRESH"] = str(args.refresh)
     print(f"Microscope dashboard on http://{args.address}:{args.port}/ (store {args.store}); Ctrl-C stops it")
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+    # A viewer, not a development session: no watcher (an installed entry's folder is all of site-packages, which
+    # Streamlit's watcher would follow recursively) and no Deploy button.
+    command = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless", "true",
                "--server.port", str(args.port), "--server.address", args.address,
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+               "--client.toolbarMode", "viewer"]
+    folder = _settings_folder(entry)
     if os.name == "posix":  # Streamlit becomes this process: a container's stop signal reaches it directly
-        os.chdir(APP.parent)
+        os.chdir(folder)
         os.execve(sys.executable, command, env)
-    return subprocess.call(command, env=env, cwd=APP.parent)
+    return subprocess.call(command, env=env, cwd=folder)
+
+
+def _settings_folder(entry: Path) -> Path:
+    """Where Streamlit runs, and so reads .streamlit/config.toml and secrets.toml: a checkout's own folder (beside
+    app.py, as the README says), wherever serve was started; an installed copy's entry lies in site-packages, so
+    there it is the current folder (/app in the image), as for `streamlit run`."""
+    return entry.parent if (entry.parent / "pyproject.toml").is_file() else Path.cwd()
 
 
 def _serve_location(args) -> str:
@@ -303,7 +328,8 @@ def cmd_demo(args) -> int:
         summary = precompute(Request(model=DEFAULT_MODEL, store=args.store))
         print(f"rendering feature visualisations of units {DEMO_FEATUREVIS['units']} of layers "
               f"{DEMO_FEATUREVIS['layers']} (quick preset)")
-        rendered = precompute(Request(model=DEFAULT_MODEL, store=args.store, techniques="featurevis", **DEMO_FEATUREVIS))
+        rendered = precompute(Request(model=DEFAULT_MODEL, store=args.store, techniques="featurevis",
+                                      **DEMO_FEATUREVIS))
         seconds = summary["seconds"] + rendered["seconds"]
         print(f"built in {seconds:.0f} s: " + ", ".join(f"{v} {k}" for k, v in rendered["store"].items()))
     if args.no_serve:
@@ -311,8 +337,8 @@ def cmd_demo(args) -> int:
     return cmd_serve(args)
 
 
-COMMANDS = {"models": cmd_models, "precompute": cmd_precompute, "ingest": cmd_ingest, "info": cmd_info,
-            "unit": cmd_unit, "serve": cmd_serve, "demo": cmd_demo}
+COMMANDS = {"models": cmd_models, "entry": cmd_entry, "precompute": cmd_precompute, "ingest": cmd_ingest,
+            "info": cmd_info, "unit": cmd_unit, "serve": cmd_serve, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

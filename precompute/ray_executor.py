@@ -16,7 +16,7 @@ from tqdm import tqdm
 from precompute.jobs import Job
 from precompute.runner import run_jobs
 from precompute.techniques import TECHNIQUES
-from store.errors import one_line
+from store.errors import MicroscopeError, one_line
 
 # Attempts after the first, for a job that raises and for a worker that dies (Ray's max_retries covers both
 # once retry_exceptions is on). Two: enough for a flaky node or an out-of-memory kill, few enough that a job
@@ -49,7 +49,12 @@ def run(req, jobs: list[Job], geo) -> tuple[list[dict], set[int]]:
     """Runs the jobs as Ray tasks (see `group_jobs`). Returns the jobs that failed after their retries, as
     {"key", "label", "error"} (one line each), having let every other task finish; and the indices of the
     dataset items that the workers found unreadable."""
-    import ray
+    try:
+        import ray
+    except ModuleNotFoundError as exc:  # Ray is an extra; a broken install of it (another name) is reported as is
+        if exc.name != "ray":
+            raise
+        raise MicroscopeError("--executor ray needs Ray: pip install 'microscope[ray]'") from None
 
     groups = group_jobs(jobs)
     if not groups:

@@ -221,8 +221,9 @@ def _download_fsspec(location: str, part: Path, seen: dict | None) -> Fetched | 
         fs, path = url_to_fs(location)
     except (ImportError, ValueError) as exc:
         scheme = location.split("://", 1)[0]
-        hint = " (pip install s3fs)" if scheme in ("s3", "s3a") else ""
-        raise StoreError(f"cannot read {scheme}:// stores here: {exc}{hint}") from None
+        if scheme in ("s3", "s3a") and isinstance(exc, ImportError):  # s3fs is the `s3` extra
+            raise StoreError(f"{scheme}:// stores need s3fs: pip install 'microscope[s3]'") from None
+        raise StoreError(f"cannot read {scheme}:// stores here: {exc}") from None
     try:
         fs.invalidate_cache(path)  # fsspec file systems may answer from a listing made before the republish
         info = fs.info(path)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from store.errors import MicroscopeError
+
 Location = Path | str
 
 
@@ -41,7 +43,12 @@ def filesystem(url: str):
     key = (protocol, os.getpid(), settings)
     if key not in _FILESYSTEMS:
         _FILESYSTEMS.clear()
-        _FILESYSTEMS[key] = fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
+        try:
+            _FILESYSTEMS[key] = fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
+        except ImportError as exc:  # fsspec imports the protocol's package here; s3fs is the `s3` extra
+            if protocol in ("s3", "s3a"):
+                raise MicroscopeError(f"{protocol}:// work folders need s3fs: pip install 'microscope[s3]'") from None
+            raise MicroscopeError(f"cannot use {protocol}:// work folders here: {exc}") from None
     fs = _FILESYSTEMS[key]
     return fs, fs._strip_protocol(url)
 

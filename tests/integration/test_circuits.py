@@ -11,6 +11,8 @@ from torch import nn
 
 from precompute.linear_paths import CircuitError, NotLinearPath, expanded_weights, strongest
 
+pytestmark = pytest.mark.integration  # runs hand-built nets and the bundled model
+
 
 def planted() -> nn.Sequential:
     """Layer "0": 4 units; layer "2": 3 units, each reading layer 0 through a hand-set 3x3 kernel."""

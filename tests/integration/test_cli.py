@@ -4,6 +4,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -156,3 +157,42 @@ def test_a_store_of_another_schema_is_one_line_saying_how_to_rebuild_it(capsys, 
     assert _cli(capsys, "ingest", "--store", store_copy)[0] == 0  # what the line says to do
     code, out, _ = _cli(capsys, "info", "--json", "--store", store_copy)
     assert code == 0 and json.loads(out)["schema_version"] == SCHEMA_VERSION
+
+
+def test_models_lists_every_registry_entry_with_its_layer_and_unit_counts(capsys):
+    from precompute.models import REGISTRY
+
+    code, out, _ = _cli(capsys, "models")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip() and not line.startswith("Also:")}
+    assert list(rows) == list(REGISTRY)
+    for model_id, spec in REGISTRY.items():
+        counts = re.search(r" (\d+) layers +(\d+) units ", rows[model_id]).groups()
+        assert counts == (str(len(spec.layers)), str(sum(layer.units for layer in spec.layers))), model_id
+    assert re.search(r"^efficientnet_lite0\.bundled +9 layers +2096 units +224px +bundled$", out, re.M)
+
+
+def test_entry_is_the_app_beside_its_pages(capsys):
+    from dashboard.links import PAGES
+
+    code, out, _ = _cli(capsys, "entry")
+    assert code == 0 and out == f"{ROOT / 'app.py'}\n"
+    assert all((ROOT / page).is_file() for page in PAGES.values())
+
+
+def test_demo_with_a_store_says_so_and_does_not_rebuild_it(capsys, store_copy):
+    before = _digest(store_copy), sorted(p.name for p in store_copy.parent.rglob("*"))
+    code, out, err = _cli(capsys, "demo", "--no-serve", "--store", store_copy)
+    assert code == 0 and err == ""
+    assert out == f"demo store {store_copy} exists; serving it (delete it to rebuild)\n"
+    assert (_digest(store_copy), sorted(p.name for p in store_copy.parent.rglob("*"))) == before
+
+
+def test_executor_ray_without_ray_is_one_line(capsys, monkeypatch, tiny_factory, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is not installed
+    store = tmp_path / "s.duckdb"
+    code, out, err = _cli(capsys, "precompute", f"{tiny_factory}:build", "--name", "tiny", "--input-size", 64,
+                          "--max-images", 8, "--executor", "ray", "--store", store)
+    assert code == 1 and out == ""
+    assert err == "microscope: error: --executor ray needs Ray: pip install 'microscope[ray]'\n"
+    assert not store.exists()

@@ -10,6 +10,8 @@ from torch import nn
 from precompute.techniques import tuning
 from store.stimuli import FAMILIES, hsv_to_rgb
 
+pytestmark = pytest.mark.integration  # runs hand-built units and the pipeline on a tiny model
+
 SIZE = 64
 ORIENTATION = 60.0  # of the oriented unit's preferred stripes
 HUE = 240.0  # of the colour-opponent (blue minus yellow) unit
