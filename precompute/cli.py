@@ -321,7 +321,8 @@ def cmd_demo(args) -> int:
         print(f"demo store {args.store} exists; serving it (delete it to rebuild)")
     except StoreError:
         from precompute.models import DEFAULT_MODEL
-        from precompute.pipeline import Request, precompute
+        from precompute.pipeline import precompute
+        from precompute.request import Request
 
         print(f"building the demo store {args.store}: {DEFAULT_MODEL}, every layer, stats and dataset examples "
               "over the bundled sample photos, tuning curves over synthetic stimuli")

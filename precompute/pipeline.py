@@ -21,8 +21,6 @@ from precompute.techniques import TECHNIQUES, Technique
 from store import shards, workdir
 from store.ingest import ingest
 
-__all__ = ["Request", "precompute"]
-
 
 def precompute(req: Request) -> dict:
     """Runs every pending job of the request and ingests the store; returns a summary. Jobs that failed on

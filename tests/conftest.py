@@ -42,7 +42,8 @@ def tiny_factory(tmp_path_factory) -> Path:
 def tiny_store(tmp_path_factory, tiny_factory) -> Path:
     """A store of the tiny model: every layer, both techniques, 64 sample crops at 64 px."""
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     store = tmp_path_factory.mktemp("store") / "tiny.duckdb"
     precompute(Request(model=f"{tiny_factory}:build", store=store, max_images=64, k=8, progress=False,

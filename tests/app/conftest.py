@@ -35,7 +35,8 @@ LAYERS = {"0": 8, "2": 16, "6": 200}
 @pytest.fixture(scope="session")
 def app_store(tmp_path_factory) -> Path:
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     folder = tmp_path_factory.mktemp("app_store")
     factory = folder / "tiny_app_model.py"

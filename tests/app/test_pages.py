@@ -234,7 +234,8 @@ def test_corrupt_store_shows_the_store_error(tmp_path, monkeypatch):
 def test_a_replaced_store_file_is_noticed(tmp_path, monkeypatch, app_store):
     """ingest replaces the file atomically; the next page run must read the new file, not DuckDB's open copy."""
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     path = tmp_path / "live.duckdb"
     shutil.copy(app_store, path)

@@ -94,7 +94,8 @@ def test_bad_values_in_a_search_link_give_messages(store_env):
 def two_models(app_store, tmp_path_factory):
     """The fixture store plus a second model (statistics of its first layer only), ingested together."""
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     folder = tmp_path_factory.mktemp("two_models")
     shutil.copytree(app_store.parent, folder, dirs_exist_ok=True)

@@ -56,7 +56,8 @@ def test_unknown_family_warns(store_env):
 
 def test_lens_without_tuning_says_how_to_compute_it(tmp_path, monkeypatch, app_store):
     from precompute.models import Overrides
-    from precompute.pipeline import Request, precompute
+    from precompute.pipeline import precompute
+    from precompute.request import Request
 
     other = tmp_path / "no_tuning.duckdb"
     precompute(Request(model=f"{app_store.parent / 'tiny_app_model.py'}:build", store=other, layers="0",
