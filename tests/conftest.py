@@ -85,3 +85,43 @@ def moto_endpoint():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---- the dashboard's fixture store ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_store(tmp_path_factory) -> Path:
+    from precompute.models import Overrides
+    from precompute.pipeline import precompute
+    from precompute.request import Request
+    from tests.app_support import APP_FACTORY, MODEL_ID
+
+    folder = tmp_path_factory.mktemp("app_store")
+    factory = folder / "tiny_app_model.py"
+    factory.write_text(APP_FACTORY)
+    store = folder / "s.duckdb"
+    precompute(Request(model=f"{factory}:build", store=store, max_images=64, progress=False,
+                       overrides=Overrides(name=MODEL_ID, input_size=64)))
+    return store
+
+
+@pytest.fixture
+def store_env(app_store, monkeypatch) -> Path:
+    monkeypatch.setenv("MICROSCOPE_STORE", str(app_store))
+    return app_store
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright, one per test module (tests/browser_support.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -6,7 +6,8 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import expect
 
-from browser_support import MODEL_ID, free_port, require_chromium, streamlit_server
+from tests.app_support import MODEL_ID
+from tests.browser_support import free_port, require_chromium, streamlit_server
 
 pytestmark = [pytest.mark.app, pytest.mark.browser]
 require_chromium()

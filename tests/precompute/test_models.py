@@ -46,7 +46,7 @@ def test_discovery_finds_blocks_convs_and_linears_in_order(tiny_factory):
     spec = resolve(f"{tiny_factory}:build", Overrides(name="tiny", input_size=32))
     model = build(spec)
     layers = discover(model, 32)
-    assert [(l.name, l.units) for l in layers] == [("0", 8), ("2.0", 12), ("2", 12), ("5", 5)]
+    assert [(layer.name, layer.units) for layer in layers] == [("0", 8), ("2.0", 12), ("2", 12), ("5", 5)]
 
 
 def test_factory_errors_are_clear(tiny_factory, tmp_path):
@@ -66,7 +66,7 @@ def test_package_module_factory():
     spec = resolve("torchvision.models:alexnet", Overrides(name="alexnet-random"))
     model = build(spec)
     assert spec.id == "alexnet-random" and isinstance(model, torch.nn.Module)
-    assert any(l.name == "features.0" and l.units == 64 for l in discover(model, 224))
+    assert any(layer.name == "features.0" and layer.units == 64 for layer in discover(model, 224))
 
 
 def test_local_dir_in_hub_format_loads_the_saved_weights(tmp_path):
@@ -90,6 +90,6 @@ def test_hub_reference_without_network_fails_fast_and_clearly():
     assert (spec.hub_id, spec.revision) == ("timm/resnet18.a1_in1k", "main")
     with pytest.raises(Exception) as info:
         build(spec)
-    assert "offline" in str(info.value).lower() or "connect" in str(info.value).lower() or "cache" in str(info.value).lower()
+    assert any(word in str(info.value).lower() for word in ("offline", "connect", "cache"))
     with pytest.raises(ModelError, match="expected hf-hub:ORG/NAME"):
         resolve("hf-hub:resnet18")

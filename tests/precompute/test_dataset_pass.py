@@ -47,7 +47,8 @@ def test_reservoir_stays_bounded_and_uniform():
     win = Window.for_layer(Geometry(1, 1, 1), 8)
     rec = LayerRecord(units=1, window=win, k=1, reservoir=50, seed=1, device="cpu")
     for start in range(0, 1000, 10):
-        rec.update(torch.arange(start, start + 10, dtype=torch.float32).view(10, 1, 1, 1), torch.arange(start, start + 10))
+        index = torch.arange(start, start + 10)
+        rec.update(index.to(torch.float32).view(10, 1, 1, 1), index)
     values, _, indices = rec.reservoir()
     assert len(indices) == 50 and len(set(indices.tolist())) == 50
     assert 250 < indices.mean() < 750  # not just the first or last images

@@ -15,11 +15,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from store import SCHEMA_VERSION, remote
+from tests.app_support import APP, MODEL_ID
 
 pytestmark = pytest.mark.app
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-MODEL_ID = "tiny net/v1&x"
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):

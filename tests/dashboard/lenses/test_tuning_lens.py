@@ -1,5 +1,5 @@
 """The unit page's tuning lens, the tuning search and the gallery's tuning sorts, through AppTest on the
-fixture store (tests/app/conftest.py; `all` techniques, so it holds tuning curves for every unit)."""
+fixture store (tests/conftest.py; `all` techniques, so it holds tuning curves for every unit)."""
 
 import json
 import re
@@ -7,7 +7,7 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.test_pages import MODEL_ID, html, run, tiles
+from tests.app_support import MODEL_ID, html, run, tiles
 
 pytestmark = pytest.mark.app
 

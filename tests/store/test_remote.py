@@ -78,7 +78,8 @@ def versions(tiny_store, tmp_path_factory):
     folder = tmp_path_factory.mktemp("versions")
     return {"v1": variant(tiny_store, folder / "v1.duckdb", "2026-01-01T00:00:00+00:00"),
             "v2": variant(tiny_store, folder / "v2.duckdb", "2026-02-02T00:00:00+00:00"),
-            "old_schema": variant(tiny_store, folder / "old_schema.duckdb", "2026-03-03T00:00:00+00:00", schema_version="1")}
+            "old_schema": variant(tiny_store, folder / "old_schema.duckdb", "2026-03-03T00:00:00+00:00",
+                                  schema_version="1")}
 
 
 def test_location_kinds():
@@ -112,8 +113,8 @@ def test_http_fetch_hot_swap_and_bad_versions_keep_the_good_copy(http_site, vers
 
     publish(versions["old_schema"], folder, 1_700_000_200)
     assert mirror.refresh() is False
-    assert mirror.error == (f"store {base}/store.duckdb has schema 1; this version of Microscope reads {SCHEMA_VERSION}: "
-                            "rebuild it with `microscope ingest`")
+    assert mirror.error == (f"store {base}/store.duckdb has schema 1; this version of Microscope reads "
+                            f"{SCHEMA_VERSION}: rebuild it with `microscope ingest`")
     assert built_at(mirror.current()) == "2026-02-02T00:00:00+00:00"
     assert mirror.refresh() is False and "has schema 1" in mirror.error  # the same bad file: same verdict
 

@@ -1,6 +1,6 @@
 """The search page keeps its whole state in the URL (`q`, `model`, the tuning filters `by`, `lo`, `hi`, `sel`,
 `strength`, `in`): opening a search link restores it, every widget change is written back, and bad values
-give a message on the page, through AppTest on the fixture store (tests/app/conftest.py)."""
+give a message on the page, through AppTest on the fixture store (tests/conftest.py)."""
 
 import re
 import shutil
@@ -8,7 +8,7 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.test_pages import MODEL_ID, html, links, run
+from tests.app_support import MODEL_ID, html, links, run
 
 pytestmark = pytest.mark.app
 

@@ -7,11 +7,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.access import allowed
+from tests.app_support import APP, MODEL_ID
 
 pytestmark = pytest.mark.app
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-MODEL_ID = "tiny net/v1&x"
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "s" * 32, "client_id": "c",
         "client_secret": "x", "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
 
@@ -61,7 +60,8 @@ def test_signed_out_sees_only_the_sign_in(store_env):
 
 
 def test_allowed_user_sees_the_deep_linked_unit(store_env):
-    at = unit_page({"is_logged_in": True, "email": "Ada@Lab.org"}, {"auth": AUTH, "microscope": {"allowed": ["@lab.org"]}})
+    at = unit_page({"is_logged_in": True, "email": "Ada@Lab.org"},
+                   {"auth": AUTH, "microscope": {"allowed": ["@lab.org"]}})
     assert f"{MODEL_ID}@2:3" in headings(at)
     assert not at.error
 

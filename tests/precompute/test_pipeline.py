@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from store.shards import finished_shards
 from precompute.models import Overrides
 from precompute.pipeline import precompute
 from precompute.request import Request
 from store.queries import Store
+from store.shards import finished_shards
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def test_store_holds_stats_and_examples_for_every_unit(tiny_store):
     store = Store(tiny_store)
     assert [m["model_id"] for m in store.models()] == ["tiny"]
     layers = store.layers("tiny")
-    assert [(l["layer"], l["units"]) for l in layers] == [("0", 8), ("2.0", 12), ("2", 12), ("5", 5)]
+    assert [(layer["layer"], layer["units"]) for layer in layers] == [("0", 8), ("2.0", 12), ("2", 12), ("5", 5)]
     for layer in layers:
         assert layer["stats_units"] == layer["units"] == layer["dataset_units"]
     record = store.unit_record("tiny", "2.0", 3)

@@ -2,18 +2,14 @@
 else of the page (no traceback, no half-drawn lens)."""
 
 import shutil
-from pathlib import Path
 
 import duckdb
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from store import SCHEMA_VERSION
+from tests.app_support import MODEL_ID, run
 
 pytestmark = pytest.mark.app
-
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-MODEL_ID = "tiny net/v1&x"
 
 
 def test_an_older_store_shows_how_to_rebuild_it_on_every_page(app_store, tmp_path, monkeypatch):
@@ -28,12 +24,6 @@ def test_an_older_store_shows_how_to_rebuild_it_on_every_page(app_store, tmp_pat
 
     for page, params in ((None, {}), ("model", {"model": MODEL_ID}), ("layer", {"model": MODEL_ID, "layer": "2"}),
                          ("unit", {"model": MODEL_ID, "layer": "2", "unit": "3", "view": "stats"})):
-        at = AppTest.from_file(APP, default_timeout=60)
-        if page:
-            at.switch_page(f"app_pages/{page}.py")
-        for name, value in params.items():
-            at.query_params[name] = value
-        at.run()
-        assert not at.exception, page
+        at = run(page, **params)  # fails on any exception
         assert [e.value for e in at.error] == [line], page
         assert not at.title and not at.header and not at.subheader and not at.get("plotly_chart"), page

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+; one Python checks pyproject.toml for all
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 FIRST_PARTY = {"app", "app_pages", "dashboard", "precompute", "store"}
 

@@ -1,6 +1,6 @@
 import pytest
 
-from precompute.models import ModelError, REGISTRY
+from precompute.models import REGISTRY, ModelError
 from precompute.request import UsageError, parse_techniques, parse_units, select_layers
 
 

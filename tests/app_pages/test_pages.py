@@ -1,52 +1,16 @@
-"""Every page of the dashboard through AppTest, on a store built by the real pipeline (tests/app/conftest.py)."""
+"""Every page of the dashboard through AppTest, on a store built by the real pipeline (tests/conftest.py)."""
 
 import os
 import re
 import shutil
-from pathlib import Path
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.app_support import APP, LAYERS, MODEL_ID, ROOT, html, links, run, texts, tiles
+
 pytestmark = pytest.mark.app
-
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
-# The fixture store's model (tests/app/conftest.py): an id that needs URL-encoding, three layers.
-MODEL_ID = "tiny net/v1&x"
-LAYERS = {"0": 8, "2": 16, "6": 200}
-
-
-def run(_page: str | None = None, **params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    if _page:
-        at.switch_page(f"app_pages/{_page}.py")
-    for name, value in params.items():
-        at.query_params[name] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def html(at: AppTest) -> str:
-    return "\n".join(h.value for h in at.html)
-
-
-def tiles(at: AppTest) -> list[int]:
-    """Unit numbers of the gallery tiles, in page order."""
-    return [int(u) for u in re.findall(r'class="ms-tile[^"]*" href="unit\?[^"]*?unit=(\d+)"', html(at))]
-
-
-def links(at: AppTest) -> dict[str, dict[str, str]]:
-    """page_link label -> its query parameters."""
-    return {p.value: {k: v[-1] for k, v in parse_qs(p.proto.query_string).items()} for p in at.get("page_link")}
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join([e.value for e in at.title] + [e.value for e in at.header] + [e.value for e in at.subheader]
-                     + [e.value for e in at.markdown] + [e.value for e in at.caption])
-
 
 # ---- pages ---------------------------------------------------------------------------------------------------
 
@@ -137,7 +101,8 @@ def test_unit_page_first_unit_has_no_previous(store_env):
 
 
 def test_unit_page_heatmap_toggle_changes_the_pictures(store_env):
-    with_heat = [h.value for h in run("unit", model=MODEL_ID, layer="2", unit="3").html if '<div class="ms-ex-grid">' in h.value]
+    with_heat = [h.value for h in run("unit", model=MODEL_ID, layer="2", unit="3").html
+                 if '<div class="ms-ex-grid">' in h.value]
     without = [h.value for h in run("unit", model=MODEL_ID, layer="2", unit="3", heat="false").html
                if '<div class="ms-ex-grid">' in h.value]
     assert with_heat[0] != without[0]  # top crops are tinted only with heat
@@ -373,10 +338,10 @@ def test_running_every_page_never_imports_torch(app_store):
 import os, sys
 os.environ["MICROSCOPE_STORE"] = {str(app_store)!r}
 from streamlit.testing.v1 import AppTest
-for page, params in [(None, {{}}), ("model", {{"model": {MODEL_ID!r}}}), ("layer", {{"model": {MODEL_ID!r}, "layer": "2"}}),
-                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1"}}),
-                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1", "view": "stats"}}),
-                     ("unit", {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1", "view": "tuning"}}), ("search", {{}})]:
+unit = {{"model": {MODEL_ID!r}, "layer": "2", "unit": "1"}}
+for page, params in [(None, {{}}), ("model", {{"model": {MODEL_ID!r}}}),
+                     ("layer", {{"model": {MODEL_ID!r}, "layer": "2"}}), ("unit", unit),
+                     ("unit", {{**unit, "view": "stats"}}), ("unit", {{**unit, "view": "tuning"}}), ("search", {{}})]:
     at = AppTest.from_file({APP!r}, default_timeout=60)
     if page:
         at.switch_page(f"app_pages/{{page}}.py")

@@ -20,10 +20,10 @@ from PIL import Image
 
 from precompute.cli import main
 from precompute.jobs import Job, write_shard
-from store.shards import finished_shards
 from precompute.models import Overrides
 from precompute.pipeline import precompute
 from precompute.request import Request
+from store.shards import finished_shards
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[2]

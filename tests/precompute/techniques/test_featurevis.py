@@ -12,9 +12,9 @@ from precompute.optvis.errors import RenderError
 from precompute.pipeline import precompute
 from precompute.request import Request
 from store.queries import Store
+from tests.app_support import APP
 
 pytestmark = pytest.mark.integration
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 @pytest.fixture(scope="module")

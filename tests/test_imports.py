@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("app_pages", "dashboard", "store", "precompute")
 # What each part may import from the project (itself included). A part may skip layers below it.
 ALLOWED = {

@@ -1,5 +1,5 @@
 """The unit page's circuit lens and the layer page's weight matrix, through AppTest on the fixture store
-(tests/app/conftest.py: default techniques, so circuits for layers "0" (8 units), "2" (16) and "6" (200))."""
+(tests/conftest.py: default techniques, so circuits for layers "0" (8 units), "2" (16) and "6" (200))."""
 
 import json
 import re
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dashboard.circuit_matrix import family_order
-from tests.app.test_pages import MODEL_ID, html, links, run
+from tests.app_support import MODEL_ID, html, links, run
 
 pytestmark = pytest.mark.app
 

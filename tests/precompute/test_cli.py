@@ -46,11 +46,12 @@ def test_info_json_reports_models_layers_and_counts(capsys, tiny_store):
     (model,) = info["models"]
     assert model["model"] == "tiny" and model["units"] == 37
     assert model["units_per_technique"] == {"circuits": 37, "dataset": 37, "stats": 37, "tuning": 37}
-    assert [l["layer"] for l in model["layers"]] == ["0", "2.0", "2", "5"]
+    assert [layer["layer"] for layer in model["layers"]] == ["0", "2.0", "2", "5"]
 
 
 def test_unit_json_and_images(capsys, tiny_store, tmp_path):
-    code, out, _ = _cli(capsys, "unit", "tiny", "2.0", 4, "--json", "--images", tmp_path / "imgs", "--store", tiny_store)
+    code, out, _ = _cli(capsys, "unit", "tiny", "2.0", 4, "--json", "--images", tmp_path / "imgs",
+                        "--store", tiny_store)
     assert code == 0
     record = json.loads(out)
     assert record["unit"] == "tiny@2.0:4"
