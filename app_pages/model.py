@@ -18,16 +18,16 @@ if model["description"]:
     st.caption(model["description"])
 
 rows = []
-for l in data.layers(key, mid):
+for layer in data.layers(key, mid):
     rows.append({
-        "layer": {"href": links.href("layer", links.params(mid, l["layer"])), "text": l["layer"]},
-        "alias": l["alias"] or "",
-        "units": f"{l['units']:,}",
-        "map": f"{l['height']}×{l['width']}",
-        "rf": f"{l['rf_px']} px",
-        "stats": f"{l['stats_units']:,} / {l['units']:,}",
-        "dataset": f"{l['dataset_units']:,} / {l['units']:,}",
-        "dead": f"{l['dead_units']:,}",
+        "layer": {"href": links.href("layer", links.params(mid, layer["layer"])), "text": layer["layer"]},
+        "alias": layer["alias"] or "",
+        "units": f"{layer['units']:,}",
+        "map": f"{layer['height']}×{layer['width']}",
+        "rf": f"{layer['rf_px']} px",
+        "stats": f"{layer['stats_units']:,} / {layer['units']:,}",
+        "dataset": f"{layer['dataset_units']:,} / {layer['units']:,}",
+        "dead": f"{layer['dead_units']:,}",
     })
 if not rows:
     st.info("No layers of this model are stored.")

@@ -36,7 +36,8 @@ if submitted or text:
             st.page_link(links.PAGES[page], label=f"Did you mean {label}?", query_params=query)
 
 with st.expander(f"Layers of {model}", expanded=not text):
-    st.markdown("  \n".join(f"`{l['alias'] or l['layer']}` = `{l['layer']}` · units 0 to {l['units'] - 1}"
-                            for l in data.layers(key, model)))
+    st.markdown("  \n".join(f"`{layer['alias'] or layer['layer']}` = `{layer['layer']}` · "
+                            f"units 0 to {layer['units'] - 1}"
+                            for layer in data.layers(key, model)))
 
 tuning_search.render(key, model, model_changed)

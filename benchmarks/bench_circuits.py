@@ -29,9 +29,9 @@ def pairs(names: list[str], hops: int) -> list[tuple[str, str]]:
 def compute_all(model_ref: str, hops: int, compare: bool) -> None:
     import torch
 
-    from precompute.techniques.circuits import CircuitError, expanded_weights
     from precompute.layers import with_layers
     from precompute.models import build, resolve
+    from precompute.techniques.circuits import CircuitError, expanded_weights
 
     device = torch.device("cpu")
     if model_ref == "resnet50":
@@ -74,7 +74,8 @@ def compute_all(model_ref: str, hops: int, compare: bool) -> None:
             units += len(pair.units)
             if compare:
                 other = results["whole map"]
-                diff = max(float(abs(pair.kernels - other.kernels).max()), float(abs(pair.weights - other.weights).max()))
+                diff = max(float(abs(pair.kernels - other.kernels).max()),
+                           float(abs(pair.weights - other.weights).max()))
                 worst = max(worst, diff / max(float(abs(other.weights).max()), 1e-30))
                 line += f" | max diff {diff:.1e}"
             crop = f"{pair.crop[2]}x{pair.crop[3]}" if pair.crop else "none"
@@ -105,8 +106,8 @@ def page_times(store: str, runs: int) -> None:
     for view in ("circuits", "dataset"):
         rows[f"unit page, {view} lens"] = [build("unit", {"model": model, "layer": "blocks.3", "unit": u, "view": view})
                       for u in range(1, runs + 1)]
-    rows["unit page, circuits lens, revisit"] = [build("unit", {"model": model, "layer": "blocks.3", "unit": 1, "view": "circuits"})
-                                 for _ in range(runs)]
+    rows["unit page, circuits lens, revisit"] = [
+        build("unit", {"model": model, "layer": "blocks.3", "unit": 1, "view": "circuits"}) for _ in range(runs)]
     rows["layer page with weight matrix"] = [build("layer", {"model": model, "layer": "conv_head"})
                                              for _ in range(runs)]
     for name, times in rows.items():

@@ -17,10 +17,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.dataset_pass import _batches, dataset_pass, normalise  # noqa: E402
-from precompute.datasets import sample_dataset  # noqa: E402
-from precompute.layers import geometry  # noqa: E402
-from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
+from precompute.dataset_pass import _batches, dataset_pass, normalise
+from precompute.datasets import sample_dataset
+from precompute.layers import geometry
+from precompute.models import DEFAULT_MODEL, REGISTRY, build
 
 
 def main() -> None:

@@ -136,14 +136,14 @@ def main() -> int:
     location = args.store if "://" in args.store else str(Path(args.store).resolve())
     if "://" not in location:
         with_layers = Store(location)
-        layers = {l["layer"]: l["units"] for l in with_layers.layers(args.model) if l["dataset_units"]}
+        layers = {layer["layer"]: layer["units"] for layer in with_layers.layers(args.model) if layer["dataset_units"]}
         with_layers.close()
     else:
         from store import remote
 
         held = remote.mirror(location)
         with_layers = Store(held.current())
-        layers = {l["layer"]: l["units"] for l in with_layers.layers(args.model) if l["dataset_units"]}
+        layers = {layer["layer"]: layer["units"] for layer in with_layers.layers(args.model) if layer["dataset_units"]}
         with_layers.close()
     if not layers:
         raise SystemExit(f"{args.store} has no dataset examples for {args.model}")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.models import DEFAULT_MODEL, Overrides  # noqa: E402
-from precompute.pipeline import precompute  # noqa: E402
-from precompute.request import Request  # noqa: E402
-from store.ingest import ingest  # noqa: E402
+from precompute.models import DEFAULT_MODEL, Overrides
+from precompute.pipeline import precompute
+from precompute.request import Request
+from store.ingest import ingest
 
 WIDE_FACTORY = '''
 import torch

@@ -4,9 +4,10 @@ Both render the same units of one layer of the bundled EfficientNet-Lite0 at the
 Fourier image, decorrelated colour, upsampled to 224) and the same number of Adam steps (lr 0.05). Lucent
 renders one unit per `render_vis` call with its defaults otherwise; we render `--batch` units per
 optimisation at the `quick` preset, whose steps show the model a random half-side window of its 224 px view
-(`--window 1`: the whole view, as Lucent does). The two alternate chunk by chunk, so a load spike from other processes on the machine hits
-both alike; both get a short untimed warm-up first. Both sets of final images are scored by the same function (`render.achieved`: uint8 image,
-resized to 224, the model's own normalisation, the unit's mean channel activation, original model).
+(`--window 1`: the whole view, as Lucent does). The two alternate chunk by chunk, so a load spike from other
+processes on the machine hits both alike; both get a short untimed warm-up first. Both sets of final images are
+scored by the same function (`render.achieved`: uint8 image, resized to 224, the model's own normalisation, the
+unit's mean channel activation, original model).
 
 Targets: at least 10x Lucent's units/s and a median achieved activation at least Lucent's.
 
@@ -30,10 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
-from precompute.optvis import objectives  # noqa: E402
-from precompute.optvis.presets import PRESETS, auto_batch  # noqa: E402
-from precompute.optvis.render import achieved, render_units, retain_freed_memory, to_uint8  # noqa: E402
+from precompute.models import DEFAULT_MODEL, REGISTRY, build
+from precompute.optvis import objectives
+from precompute.optvis.presets import PRESETS, auto_batch
+from precompute.optvis.render import achieved, render_units, retain_freed_memory, to_uint8
 
 
 def lucent_render(model, layer: str, unit: int, steps: int, norm: str, mean, std) -> np.ndarray:
@@ -115,7 +116,8 @@ def main() -> None:
         ours_img.append(im)
         t0, c0 = time.perf_counter(), time.process_time()
         for u in chunk:
-            lucent_img.append(lucent_render(lucent_model, args.layer, u, args.steps, args.lucent_norm, spec.mean, spec.std))
+            lucent_img.append(lucent_render(lucent_model, args.layer, u, args.steps, args.lucent_norm,
+                                            spec.mean, spec.std))
         lucent_t += time.perf_counter() - t0
         lucent_cpu += time.process_time() - c0
         print(f"  {start + len(chunk)}/{len(units)} units: ours {ours_t:.1f} s, Lucent {lucent_t:.1f} s", flush=True)

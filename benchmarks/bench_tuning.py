@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.techniques import tuning  # noqa: E402
-from precompute.hooks import capture  # noqa: E402
-from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
-from store.stimuli import FAMILIES  # noqa: E402
+from precompute.hooks import capture
+from precompute.models import DEFAULT_MODEL, REGISTRY, build
+from precompute.techniques import tuning
+from store.stimuli import FAMILIES
 
 
 def main() -> None:
@@ -63,7 +63,8 @@ def main() -> None:
                 with capture(model, layers) as outputs:
                     t_ours += timed(lambda: tuning.record(model, x, outputs))[0]
     units = sum(layer.units for layer in spec.layers)
-    print(f"{DEFAULT_MODEL}, {n} stimuli ({', '.join(f'{k} {int(np.prod(f.shape(size)))}' for k, f in FAMILIES.items())}),"
+    print(f"{DEFAULT_MODEL}, {n} stimuli "
+          f"({', '.join(f'{k} {int(np.prod(f.shape(size)))}' for k, f in FAMILIES.items())}),"
           f" {len(layers)} layers, {units} units, device {device}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}")
     print(f"rendering + normalising  {t_render:7.2f} s  {n / t_render:7.1f} stimuli/s")

@@ -24,13 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_render import grid  # noqa: E402  (this folder is on the path when run as a script)
-from precompute.techniques.featurevis import settings  # noqa: E402
-from precompute.layers import with_layers  # noqa: E402
-from precompute.models import DEFAULT_MODEL, build, resolve  # noqa: E402
-from precompute.optvis import render as rd  # noqa: E402
-from precompute.optvis.presets import PRESETS  # noqa: E402
-from store.queries import Store  # noqa: E402
+from bench_render import grid  # this folder is on the path when run as a script
+
+from precompute.layers import with_layers
+from precompute.models import DEFAULT_MODEL, build, resolve
+from precompute.optvis import render as rd
+from precompute.optvis.presets import PRESETS
+from precompute.techniques.featurevis import settings
+from store.queries import Store
 
 
 def spread(units: list[int], k: int) -> list[int]:
@@ -61,7 +62,8 @@ def main() -> None:
     spec = resolve(args.model)
     model = build(spec, pretrained=True, device=device)
     spec = with_layers(spec, model)
-    names = [l.name for l in spec.layers] if args.layers == "all" else [spec.layer(n).name for n in args.layers.split(",")]
+    names = ([layer.name for layer in spec.layers] if args.layers == "all"
+             else [spec.layer(n).name for n in args.layers.split(",")])
     preset = settings({"preset": args.preset, "steps": args.steps, "size": args.size, "window": args.window})
     print(f"{spec.id}: {args.objective} objective, {preset.size} px, {preset.steps} steps, window {preset.window}, "
           f"{args.per_layer} units per layer, "
@@ -86,7 +88,8 @@ def main() -> None:
         rows.append(images)
         wins += int(beat.sum())
         total += len(units)
-        ratios = " ".join(f"{u}:{p / d:.2f}" if d > 0 else f"{u}:{p:.2g}/{d:.2g}" for u, p, d in zip(units, picture, dataset))
+        ratios = " ".join(f"{u}:{p / d:.2f}" if d > 0 else f"{u}:{p:.2g}/{d:.2g}"
+                          for u, p, d in zip(units, picture, dataset))
         print(f"{name:>12}: {beat.sum()}/{len(units)} beat the top example (picture/top: {ratios})", flush=True)
     print(f"overall: {wins}/{total} = {100 * wins / max(total, 1):.0f}% of units; {time.time() - started:.0f} s")
     store.close()

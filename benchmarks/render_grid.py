@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.models import DEFAULT_MODEL, REGISTRY, build  # noqa: E402
-from precompute.optvis.render import render_units  # noqa: E402
+from precompute.models import DEFAULT_MODEL, REGISTRY, build
+from precompute.optvis.render import render_units
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def open_store() -> data.StoreKey | None:
         return key
     except data.StoreMissing as missing:
         st.error(f"No Microscope store at `{missing.path}`.", icon=":material/database:")
-        st.markdown("Build the demo store (EfficientNet-Lite0 on the photos bundled with scikit-image and scikit-learn):")
+        st.markdown("Build the demo store (EfficientNet-Lite0 on the photos bundled with scikit-image and "
+                    "scikit-learn):")
         st.code("make demo", language="bash")
         st.markdown("or precompute a model of your choice:")
         st.code("microscope precompute efficientnet_lite0.bundled", language="bash")

@@ -108,7 +108,7 @@ def layers(key: StoreKey, model_id: str) -> list[dict]:
 
 def layer(key: StoreKey, model_id: str, name: str) -> dict | None:
     """A layer (with its computed counts) by canonical name or alias."""
-    return next((l for l in layers(key, model_id) if name in (l["layer"], l["alias"])), None)
+    return next((row for row in layers(key, model_id) if name in (row["layer"], row["alias"])), None)
 
 
 @st.cache_data(max_entries=32, ttl=600, show_spinner=False)

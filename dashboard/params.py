@@ -70,22 +70,23 @@ def layer(key: data.StoreKey, model: dict) -> dict:
 
 def unit(key: data.StoreKey) -> UnitRef:
     m = model(key)
-    l = layer(key, m)
+    layer_row = layer(key, m)
     raw = st.query_params.get("unit")
-    count = l["units"]
-    back = links.params(m["model_id"], l["layer"])
+    count = layer_row["units"]
+    back = links.params(m["model_id"], layer_row["layer"])
     span = f"0 to {count - 1}"
     if raw is None or not raw.strip():
-        fail(f"No unit given: layer {shown(l['layer'])} has units {span}.", f"All units of {l['layer']}", "layer", back)
+        fail(f"No unit given: layer {shown(layer_row['layer'])} has units {span}.",
+             f"All units of {layer_row['layer']}", "layer", back)
     if not re.fullmatch(r"\d{1,9}", raw.strip()):
-        fail(f"Bad unit {shown(raw)}: a unit is a whole number from {span}.", f"All units of {l['layer']}",
+        fail(f"Bad unit {shown(raw)}: a unit is a whole number from {span}.", f"All units of {layer_row['layer']}",
              "layer", back)
     number = int(raw.strip())
     if number >= count:
-        fail(f"Unit {number} is out of range: layer {shown(l['layer'])} has units {span}.",
-             f"All units of {l['layer']}", "layer", back)
-    canonical(links.params(m["model_id"], l["layer"], number))
-    return UnitRef(key, m, l, number)
+        fail(f"Unit {number} is out of range: layer {shown(layer_row['layer'])} has units {span}.",
+             f"All units of {layer_row['layer']}", "layer", back)
+    canonical(links.params(m["model_id"], layer_row["layer"], number))
+    return UnitRef(key, m, layer_row, number)
 
 
 def canonical(query: dict[str, str]) -> None:

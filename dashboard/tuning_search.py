@@ -52,7 +52,8 @@ def render(key: data.StoreKey, model_id: str, model_changed: bool = False) -> No
     families = tuning_axes(key, model_id)
     st.subheader("Find units by tuning", anchor=False)
     if not families:
-        st.caption(f"No tuning curves are stored for {model_id}: `microscope precompute {model_id} --techniques tuning`.")
+        st.caption(f"No tuning curves are stored for {model_id}: "
+                   f"`microscope precompute {model_id} --techniques tuning`.")
         return
     options = {f"{f}.{a['name']}": f"{f}: preferred {a['name']}" + (f" ({a['unit']})" if a["unit"] else "")
                for f, axes in families.items() for a in axes}
@@ -68,7 +69,8 @@ def render(key: data.StoreKey, model_id: str, model_changed: bool = False) -> No
     hi = url_widgets.number(cols[2], "to", "hi", float(max(axis["values"])))
     sel = url_widgets.number(cols[3], "Min selectivity", "sel", 0.5 if circular else 0.0, min_value=0.0,
                              max_value=1.0, step=0.05, disabled=not circular)
-    layers = {"": "all layers", **{l["layer"]: l["alias"] or l["layer"] for l in data.layers(key, model_id)}}
+    layers = {"": "all layers",
+              **{entry["layer"]: entry["alias"] or entry["layer"] for entry in data.layers(key, model_id)}}
     # Selectivity is scale-free: a unit that barely stirs can be perfectly selective. By default, ask for a best
     # response of at least a fifth of the unit's top dataset activation.
     strength = url_widgets.number(cols[4], "Min best response", "strength", 0.2, min_value=0.0, step=0.05,

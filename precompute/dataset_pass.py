@@ -160,7 +160,7 @@ def _batches(dataset: Dataset, size: int, mean, std, batch_size: int) -> Iterato
             if images:
                 out.put((images, indices))
             out.put(None)
-        except BaseException as exc:  # re-raised on the consuming side
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the consuming thread, which re-raises it
             out.put(exc)
 
     threading.Thread(target=produce, daemon=True).start()

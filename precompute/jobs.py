@@ -54,7 +54,8 @@ def canonical(params: dict) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
-def plan(model_id: str, units_by_layer: dict[str, list[int]], techniques: list[str], params: dict[str, dict]) -> list[Job]:
+def plan(model_id: str, units_by_layer: dict[str, list[int]], techniques: list[str],
+         params: dict[str, dict]) -> list[Job]:
     """Jobs covering the requested units: contiguous runs of units, cut into chunks of UNIT_CHUNK."""
     jobs = []
     for layer, units in units_by_layer.items():

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from precompute.hooks import capture, run as forward, substitute
+from precompute.hooks import capture, substitute
+from precompute.hooks import run as forward
 from precompute.layers import as_maps
 from store.errors import MicroscopeError
 
@@ -262,7 +263,7 @@ class _Runner:
                 return self._pass(rows, self.target_map)
             except CircuitError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - shape checks raise RuntimeError, AssertionError, ValueError
+            except Exception as exc:  # shape checks raise RuntimeError, AssertionError, ValueError
                 if self.mode + 1 >= len(self.MODES):
                     raise CircuitError(f"cannot run {self.source} to {self.target} on its own: "
                                        f"{str(exc).strip().splitlines()[0]}") from exc

@@ -176,7 +176,8 @@ def resolve(ref: str, overrides: Overrides = Overrides()) -> ModelSpec:
                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
     else:
         known = ", ".join(REGISTRY)
-        raise ModelError(f"unknown model {ref!r}; use one of {known}, hf-hub:ORG/NAME, local-dir:PATH or file.py:factory")
+        raise ModelError(f"unknown model {ref!r}; use one of {known}, hf-hub:ORG/NAME, local-dir:PATH "
+                         "or file.py:factory")
     changes = {}
     if overrides.name:
         changes["id"] = overrides.name

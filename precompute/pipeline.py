@@ -14,8 +14,16 @@ from precompute.datasets import Dataset
 from precompute.jobs import Job
 from precompute.layers import Geometry, geometry
 from precompute.models import ModelSpec
-from precompute.request import (Request, UsageError, check_device, driver_device, parse_executor, parse_techniques,
-                                parse_units, select_layers)
+from precompute.request import (
+    Request,
+    UsageError,
+    check_device,
+    driver_device,
+    parse_executor,
+    parse_techniques,
+    parse_units,
+    select_layers,
+)
 from precompute.runner import load, make_context, pass_params
 from precompute.techniques import TECHNIQUES, Technique
 from store import shards, workdir

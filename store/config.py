@@ -1,13 +1,13 @@
 """Every environment variable Microscope reads, and every default, in one place. Read at call time, never at
 import, so that a test or a server can set them before use.
 
-| variable             | what                                                         | default                      |
-|----------------------|--------------------------------------------------------------|------------------------------|
-| MICROSCOPE_STORE     | the store: a file, or a published one (https, s3, hf URL)    | data/microscope.duckdb       |
-| MICROSCOPE_CACHE     | where copies of remote stores are kept                       | $XDG_CACHE_HOME/microscope/stores |
-| MICROSCOPE_REFRESH   | seconds between checks of a remote store for a newer file    | 60                           |
-| MICROSCOPE_ALLOWED   | who may enter a dashboard with a login (overrides secrets)   | the secrets' [microscope] allowed |
-| MICROSCOPE_DEBUG     | set: the command line raises errors with their traceback     | unset                        |
+| variable           | what                                                       | default                           |
+|--------------------|------------------------------------------------------------|-----------------------------------|
+| MICROSCOPE_STORE   | the store: a file, or a published one (https, s3, hf URL)  | data/microscope.duckdb            |
+| MICROSCOPE_CACHE   | where copies of remote stores are kept                     | $XDG_CACHE_HOME/microscope/stores |
+| MICROSCOPE_REFRESH | seconds between checks of a remote store for a newer file  | 60                                |
+| MICROSCOPE_ALLOWED | who may enter a dashboard with a login (overrides secrets) | the secrets' [microscope] allowed |
+| MICROSCOPE_DEBUG   | set: the command line raises errors with their traceback   | unset                             |
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def layer_label(layers: dict[str, dict], name: str) -> str:
 def tiles(key: data.StoreKey, model_id: str, layer: str, unit: int, came: str) -> dict[tuple, list[dict]]:
     """{(direction, other layer): [tile, ...]} with every picture encoded: the lens's whole content."""
     rows = neighbours(key, model_id, layer, unit)
-    layers = {l["layer"]: l for l in data.layers(key, model_id)}
+    layers = {entry["layer"]: entry for entry in data.layers(key, model_id)}
     kernels = {id(r): np.frombuffer(r["kernel"], dtype="<f4").reshape(r["kernel_h"], r["kernel_w"]) for r in rows}
     out: dict[tuple, list[dict]] = {}
     for group in dict.fromkeys((r["direction"], r["other_layer"]) for r in rows):
@@ -136,7 +136,7 @@ def render(ref: UnitRef) -> None:
         st.info("No circuits are stored for this unit. Compute them with "
                 f"`microscope precompute {ref.model_id} --layers {ref.layer_name} --techniques circuits`.")
         return
-    layers = {l["layer"]: l for l in data.layers(ref.key, ref.model_id)}
+    layers = {entry["layer"]: entry for entry in data.layers(ref.key, ref.model_id)}
     groups = tiles(ref.key, ref.model_id, ref.layer_name, ref.unit, f"{ref.layer_name}:{ref.unit}")
     if sources:
         options = {p["source"]: f"{layer_label(layers, p['source'])}: "

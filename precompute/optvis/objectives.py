@@ -132,7 +132,8 @@ def _unit_index(a: torch.Tensor, units: tuple[int, ...] | int, layer: str) -> to
     wanted = (units,) if isinstance(units, int) else units
     bad = [u for u in wanted if not 0 <= u < count]
     if bad:
-        raise ObjectiveError(f"unit {bad[0]} is out of range for layer {layer!r}, which has {count} units (0..{count - 1})")
+        raise ObjectiveError(f"unit {bad[0]} is out of range for layer {layer!r}, "
+                             f"which has {count} units (0..{count - 1})")
     if isinstance(units, int):
         return torch.full((a.shape[0],), units, dtype=torch.long, device=a.device)
     if len(units) != a.shape[0]:

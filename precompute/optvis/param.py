@@ -61,8 +61,10 @@ def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
 
 
 def fourier(batch: int, size: int | tuple[int, int], generator: rng.Generators, device: str | torch.device = "cpu",
-            *, sd: float = INIT_SD, decay_power: float = 1.0, decorrelate: bool = True) -> tuple[list[torch.Tensor], ImageFn]:
-    """Lucid's default image: real and imaginary 2-D Fourier coefficients per channel, 1/f scaled, decorrelated colour."""
+            *, sd: float = INIT_SD, decay_power: float = 1.0,
+            decorrelate: bool = True) -> tuple[list[torch.Tensor], ImageFn]:
+    """Lucid's default image: real and imaginary 2-D Fourier coefficients per channel, 1/f scaled,
+    decorrelated colour."""
     h, w = (size, size) if isinstance(size, int) else size
     _check(batch, h, w)
     freqs_shape = (h, w // 2 + 1)

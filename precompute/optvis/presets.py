@@ -53,7 +53,8 @@ def preset_settings(preset: str | Preset, overrides: dict) -> Preset:
         preset = PRESETS[preset]
     unknown = set(overrides) - set(Preset.__dataclass_fields__)
     if unknown:
-        raise RenderError(f"unknown render setting {sorted(unknown)[0]!r}; settings are {', '.join(Preset.__dataclass_fields__)}")
+        raise RenderError(f"unknown render setting {sorted(unknown)[0]!r}; "
+                          f"settings are {', '.join(Preset.__dataclass_fields__)}")
     settings = replace(preset, **overrides)
     check_window(settings.window)
     if settings.batch is not None and (not isinstance(settings.batch, int) or settings.batch <= 0):

@@ -117,7 +117,7 @@ def render_units(
     chunk it falls in. `progress(n)` is called with the number of units finished after each chunk.
     """
     settings = preset_settings(preset, overrides)
-    makers = {"channel": obj.channels, "neuron": obj.neurons, "negative": lambda l, u: obj.negative(l, list(u))}
+    makers = {"channel": obj.channels, "neuron": obj.neurons, "negative": lambda name, u: obj.negative(name, list(u))}
     if objective not in makers:
         raise RenderError(f"unknown objective {objective!r}; use one of {', '.join(makers)}")
     try:
@@ -127,7 +127,8 @@ def render_units(
     units = [int(u) for u in units]
     bad = [u for u in units if not 0 <= u < info.units]
     if bad:
-        raise RenderError(f"unit {bad[0]} is out of range for layer {info.name!r}, which has {info.units} units (0..{info.units - 1})")
+        raise RenderError(f"unit {bad[0]} is out of range for layer {info.name!r}, "
+                          f"which has {info.units} units (0..{info.units - 1})")
     if not units:
         return np.zeros((0, settings.size, settings.size, 3), np.uint8), np.zeros(0, np.float32)
     device = torch.device(device)
@@ -325,7 +326,8 @@ def _norm(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _check_layers(model: nn.Module, objective: obj.Objective, layers: Sequence[str] | None) -> list[str]:
     if not isinstance(objective, obj.Objective):
-        raise RenderError(f"objective must be an Objective (see precompute.optvis.objectives), got {type(objective).__name__}")
+        raise RenderError("objective must be an Objective (see precompute.optvis.objectives), "
+                          f"got {type(objective).__name__}")
     wanted = list(dict.fromkeys([*(layers or ()), *objective.layers]))
     modules = dict(model.named_modules())
     for name in wanted:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from precompute.optvis import rng
 
 Size = tuple[int, int]
-# Lucid pads with 0.5 (`transform.pad(12, mode="constant", constant_value=.5)`): mid-grey is neutral for the sigmoid image.
+# Lucid pads with 0.5 (`transform.pad(12, mode="constant", constant_value=.5)`): mid-grey is neutral for the
+# sigmoid image.
 FILL = 0.5
 
 

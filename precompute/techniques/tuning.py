@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from precompute.hooks import capture, run as forward
+from precompute.hooks import capture
+from precompute.hooks import run as forward
 from precompute.layers import as_maps
 from precompute.techniques.base import Technique
 from store.stimuli import FAMILIES, Axis, Family, uniform_grey

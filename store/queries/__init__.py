@@ -40,7 +40,8 @@ class Store(*TECHNIQUES):
             version = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except duckdb.Error as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot open store {self.path}: corrupt, locked or not a Microscope store ({detail})") from None
+            raise StoreError(f"cannot open store {self.path}: corrupt, locked or not a Microscope store "
+                             f"({detail})") from None
         if not version or version[0] != SCHEMA_VERSION:
             self.con.close()
             found = f"schema {version[0]}" if version else "no schema version"
@@ -145,9 +146,9 @@ class Store(*TECHNIQUES):
         for m in self.models():
             models.append({
                 "model": m["model_id"], "arch": m["arch"], "source": m["source"], "revision": m["revision"],
-                "layers": [{"layer": l["layer"], "alias": l["alias"], "units": l["units"],
-                            "computed": {"stats": l["stats_units"], "dataset": l["dataset_units"]}}
-                           for l in self.layers(m["model_id"])],
+                "layers": [{"layer": layer["layer"], "alias": layer["alias"], "units": layer["units"],
+                            "computed": {"stats": layer["stats_units"], "dataset": layer["dataset_units"]}}
+                           for layer in self.layers(m["model_id"])],
                 "units": int(m["unit_count"]),
                 "units_per_technique": self.units_computed(m["model_id"]),
             })

@@ -15,8 +15,8 @@ class TuningQueries(Reader):
         """One row per stimulus family: the response grids, axes and summary; `relative` is the best response
         over the unit's top dataset activation (unit_stats.max), NULL where that is not stored or not > 0."""
         rows = self._rows("""
-            SELECT t.family, t.axes, t.shape, t.response, t.response_centre, t.best, t.best_centre, t.blank, t.preferred,
-                   t.width, t.selectivity, s.max AS dataset_max,
+            SELECT t.family, t.axes, t.shape, t.response, t.response_centre, t.best, t.best_centre, t.blank,
+                   t.preferred, t.width, t.selectivity, s.max AS dataset_max,
                    CASE WHEN s.max > 0 THEN t.best / s.max END AS relative, t.run_id
             FROM tuning t LEFT JOIN unit_stats s USING (model_id, layer, unit)
             WHERE t.model_id = $model AND t.layer = $layer AND t.unit = $unit ORDER BY t.family
