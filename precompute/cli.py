@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from store import config
+from store import config, workdir
 from store.errors import MicroscopeError, one_line
 
 
@@ -18,39 +18,24 @@ def _store_arg(parser: argparse.ArgumentParser) -> None:
                         help="store file (default: $MICROSCOPE_STORE or %(default)s)")
 
 
-def _floats3(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
-    return values
+def _argument(parse, accept, expected: str):
+    """An argparse type: `parse` the text, keep the value if `accept`s it, or say in one line what was expected."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return convert
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _work(text: str) -> Path | str:
-    """A local folder, or an object-store URL (s3://bucket/prefix), which Path would mangle."""
-    return text.rstrip("/") if "://" in text else Path(text)
+_floats3 = _argument(lambda text: tuple(float(v) for v in text.split(",")), lambda v: len(v) == 3,
+                     "three comma-separated numbers")
+_fraction = _argument(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+_positive = _argument(int, lambda v: v > 0, "a positive integer")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--k", type=_positive, default=16, help="top and bottom examples kept per unit")
     pre.add_argument("--batch-size", type=_positive, default=32)
     pre.add_argument("--max-images", type=_positive, help="use only the first N dataset images")
-    pre.add_argument("--work", type=_work, help="shard folder, a path or s3://BUCKET/PREFIX that every worker "
-                     "can reach (default: 'work' beside the store)")
+    pre.add_argument("--work", type=workdir.location, help="shard folder, a path or s3://BUCKET/PREFIX that every "
+                     "worker can reach (default: 'work' beside the store)")
     pre.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="run jobs in this process (local, the default) or as tasks on a Ray cluster")
     pre.add_argument("--address", help="with --executor ray: the cluster to join (auto, HOST:6379 or "
@@ -93,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     _store_arg(pre)
 
     ing = sub.add_parser("ingest", help="rebuild the store from the shards of the work folder")
-    ing.add_argument("--work", type=_work, help="shard folder, a path or s3://BUCKET/PREFIX "
+    ing.add_argument("--work", type=workdir.location, help="shard folder, a path or s3://BUCKET/PREFIX "
                      "(default: 'work' beside the store)")
     _store_arg(ing)
 
