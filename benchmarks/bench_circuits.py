@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from store import config  # noqa: E402 - importable once the root is on the path
 
 
 def pairs(names: list[str], hops: int) -> list[tuple[str, str]]:
@@ -30,8 +31,8 @@ def compute_all(model_ref: str, hops: int, compare: bool) -> None:
     import torch
 
     from precompute.layers import with_layers
+    from precompute.linear_paths import CircuitError, expanded_weights
     from precompute.models import build, resolve
-    from precompute.techniques.circuits import CircuitError, expanded_weights
 
     device = torch.device("cpu")
     if model_ref == "resnet50":
@@ -120,7 +121,7 @@ def page_times(store: str, runs: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--store", default="data/microscope.duckdb", help="a store with circuits of the bundled model")
+    ap.add_argument("--store", default=config.DEFAULT_STORE, help="a store with circuits of the bundled model")
     ap.add_argument("--models", default="bundled,resnet50")
     ap.add_argument("--hops", type=int, default=None, help="layers back (default: the technique's HOPS)")
     ap.add_argument("--runs", type=int, default=7)

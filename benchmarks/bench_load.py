@@ -34,6 +34,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from store import config  # noqa: E402 - importable once the root is on the path
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
@@ -122,7 +124,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--store", default="data/microscope.duckdb", help="store file or remote store URL")
+    ap.add_argument("--store", default=config.DEFAULT_STORE, help="store file or remote store URL")
     ap.add_argument("--model", default="efficientnet_lite0.bundled")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--steps", type=int, default=5, help="'Next unit' clicks per session after the deep link")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from store import config  # noqa: E402 - importable once the root is on the path
 
 
 def build(page: str, params: dict) -> float:
@@ -37,7 +38,7 @@ def build(page: str, params: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--store", default="data/microscope.duckdb")
+    ap.add_argument("--store", default=config.DEFAULT_STORE)
     ap.add_argument("--model", default="efficientnet_lite0.bundled")
     ap.add_argument("--layer", default="conv_head", help="a large layer: its gallery and units are timed")
     ap.add_argument("--runs", type=int, default=7)

@@ -31,6 +31,7 @@ from precompute.models import DEFAULT_MODEL, build, resolve
 from precompute.optvis import render as rd
 from precompute.optvis.presets import PRESETS
 from precompute.techniques.featurevis import settings
+from store import config
 from store.queries import Store
 
 
@@ -43,7 +44,7 @@ def spread(units: list[int], k: int) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--store", type=Path, default=Path("data/microscope.duckdb"))
+    ap.add_argument("--store", type=Path, default=Path(config.DEFAULT_STORE))
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--layers", default="all")
     ap.add_argument("--per-layer", type=int, default=4)

@@ -9,6 +9,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from dashboard import data, html, links
 from store import StoreError
+from store.errors import StoreVersionError, one_line
 
 
 def pages() -> list:
@@ -50,7 +51,9 @@ def open_store() -> data.StoreKey | None:
         st.code("microscope precompute efficientnet_lite0.bundled", language="bash")
         st.caption("Or point the `MICROSCOPE_STORE` environment variable at an existing store file.")
     except StoreError as exc:
-        st.error(str(exc), icon=":material/database:")
+        st.error(one_line(exc), icon=":material/database:")
+        if isinstance(exc, StoreVersionError) and not data.remote_status():
+            return None  # the line says how to rebuild it: one instruction, not two
         if data.remote_status():
             st.caption("Nothing has been fetched from it yet. Check the address and the network, or publish a store "
                        "built by this version of Microscope there; this page tries again when reloaded.")

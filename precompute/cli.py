@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
     pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,"
                      "featurevis,circuits; default (all but featurevis) or all")
+    # Choices are spelled out, not read from the registries: building the parser must not import torch (the
+    # serving image has none); the request checks them against the registries again.
     pre.add_argument("--preset", choices=("quick", "full"), help="featurevis settings: quick (128 px, 256 steps, "
                      "the default) or full (224 px, 2048 steps)")
     pre.add_argument("--steps", type=_positive, help="featurevis optimisation steps (overrides the preset)")
@@ -163,7 +165,7 @@ def cmd_precompute(args) -> int:
 def cmd_ingest(args) -> None:
     from store.ingest import ingest
 
-    counts = ingest(args.work or args.store.parent / "work", args.store)
+    counts = ingest(args.work or workdir.default_for(args.store), args.store)
     print(f"store {args.store}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 

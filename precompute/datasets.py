@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from store.errors import MicroscopeError
+from store.errors import MicroscopeError, one_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -178,7 +178,7 @@ def hub_dataset(ref: str) -> Dataset:
         folder = snapshot_download(repo, repo_type="dataset", revision=revision or None,
                                    allow_patterns=["*.parquet", *[f"*{s}" for s in IMAGE_SUFFIXES]])
     except Exception as exc:  # network, auth, missing repo: all one line for the user
-        raise DatasetError(f"cannot fetch Hub dataset {repo}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        raise DatasetError(f"cannot fetch Hub dataset {repo}: {one_line(exc)}") from exc
     return hub_layout_dataset(Path(folder), name=ref)
 
 

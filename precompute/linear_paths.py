@@ -33,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 from precompute.hooks import capture, substitute
 from precompute.hooks import run as forward
 from precompute.layers import as_maps
-from store.errors import MicroscopeError
+from store.errors import MicroscopeError, first_line
 
 MAX_KERNEL = 11  # side of the returned kernel window in source-map cells; sums and norms use the whole kernel
 BATCH_FLOATS = 1 << 23  # source-map values per backward batch: bounds memory on large early maps
@@ -266,7 +266,7 @@ class _Runner:
             except Exception as exc:  # shape checks raise RuntimeError, AssertionError, ValueError
                 if self.mode + 1 >= len(self.MODES):
                     raise CircuitError(f"cannot run {self.source} to {self.target} on its own: "
-                                       f"{str(exc).strip().splitlines()[0]}") from exc
+                                       f"{first_line(exc)}") from exc
                 self.mode += 1
 
     def cropped(self, rows: torch.Tensor, target_map: tuple[int, int] | None = None) -> torch.Tensor:

@@ -75,7 +75,7 @@ def job_params(technique: Technique, req: Request, spec: ModelSpec, dataset: Dat
 
 def plan_jobs(spec: ModelSpec, units: dict[str, list[int]], techniques: list[Technique], req: Request,
               dataset: Dataset) -> list[Job]:
-    """Every technique's jobs, in the model's layer order (techniques in registry order within a layer):
+    """Every technique's jobs, in the model's layer order (techniques in the request's order within a layer):
     jobs that share work across layers, such as circuits' weight pairs, expect to run in that order."""
     jobs = [job for t in techniques for job in t.plan(spec.id, units, job_params(t, req, spec, dataset))]
     depth = {layer.name: i for i, layer in enumerate(spec.layers)}

@@ -45,7 +45,7 @@ class Request:
 
     @property
     def work_dir(self) -> workdir.Location:
-        return workdir.location(self.work) or self.store.parent / "work"
+        return workdir.location(self.work) or workdir.default_for(self.store)
 
 
 def parse_units(text: str, count: int, layer: str) -> list[int]:

@@ -16,10 +16,18 @@ class StoreError(MicroscopeError, RuntimeError):
     """A store that cannot be read or written."""
 
 
+class StoreVersionError(StoreError):
+    """A store of another schema version: its message says how to rebuild it, and nothing more is to be said."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, or its type where it has none (a detail inside another message)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def one_line(exc: BaseException) -> str:
     """What the user sees of an error: a MicroscopeError's own message; any other error with its type."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(exc, MicroscopeError):
-        return first or type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if isinstance(exc, MicroscopeError) or not str(exc).strip():
+        return first_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"

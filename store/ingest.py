@@ -167,11 +167,15 @@ def _ingest_runs(con, shards: list[Path]) -> None:
 
 
 def _ingest_artefacts(con, table: str, table_columns: list[str], paths: list[str]) -> None:
-    """A table's rows from every shard that has it, keeping for each key only the rows of its newest run."""
+    """A table's rows from every shard that has it, keeping for each key only the rows of its newest run. Only
+    the table's columns are read: a shard written when a table had one more column still loads."""
+    source = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
+    in_files = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}", {"files": paths}).fetchall()}
+    columns = ", ".join(f"s.{c}" for c in table_columns if c in in_files)
     key = ", ".join(f"s.{k}" for k in REPLACE_KEY if k in table_columns)
     con.execute(f"""
         INSERT INTO {table} BY NAME
-        SELECT s.* FROM read_parquet($files, union_by_name = true, hive_partitioning = false) s
+        SELECT {columns} FROM {source} s
         JOIN runs r USING (run_id)
         QUALIFY r.finished_at = max(r.finished_at) OVER (PARTITION BY {key})
     """, {"files": paths})

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from store import StoreError, config
+from store.errors import first_line
 
 CHUNK = 1 << 20
 HTTP_TIMEOUT = 30.0
@@ -168,8 +169,7 @@ class Mirror:
         except StoreError as exc:
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a network stack raises many kinds; the page needs one line
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.error = f"cannot fetch store {redact(self.location)}: {detail}"
+            self.error = f"cannot fetch store {redact(self.location)}: {first_line(exc)}"
         finally:
             part.unlink(missing_ok=True)
         return False

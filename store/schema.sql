@@ -104,7 +104,7 @@ CREATE TABLE thumbnails (
 );
 
 -- Tuning curves (technique `tuning`): a unit's response to every stimulus of a synthetic family
--- (precompute/stimuli.py), as a grid over the family's axes, and a summary per axis.
+-- (store/stimuli.py), as a grid over the family's axes, and a summary per axis.
 CREATE TABLE tuning (
     model_id VARCHAR NOT NULL,
     layer VARCHAR NOT NULL,
@@ -153,7 +153,7 @@ CREATE TABLE layer_visuals (
 );
 
 -- Circuits (technique `circuits`): the weights between units of neighbouring layers, nonlinearities set aside
--- ("Visualizing Weights", Distill 2021; precompute/circuits.py). Per unit, its strongest input neighbours in
+-- ("Visualizing Weights", Distill 2021; precompute/techniques/circuits.py on precompute/linear_paths.py). Per unit, its strongest input neighbours in
 -- each of the layers before it (hops 1: the adjacent layer; more: expanded weights through the layers between)
 -- and its strongest output neighbours in the next layer, each with the kernel that connects them.
 CREATE TABLE circuits (
@@ -187,7 +187,7 @@ CREATE TABLE circuit_matrix (
 );
 
 -- Per layer and source: whether the path is linear (status ok | not_linear | error, with the reason) and
--- the kernels' window (cut to at most precompute.techniques.circuits.MAX_KERNEL cells a side) and full extent.
+-- the kernels' window (cut to at most precompute.linear_paths.MAX_KERNEL cells a side) and full extent.
 CREATE TABLE circuit_paths (
     model_id VARCHAR NOT NULL,
     layer VARCHAR NOT NULL,

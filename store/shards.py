@@ -49,6 +49,16 @@ def model_rel(model_id: str) -> str:
     return f"models/{slug(model_id)}.json"
 
 
+def images_rel(dataset_key: str) -> str:
+    """The folder of one dataset's images (at one input size), relative to the work folder."""
+    return f"images/{dataset_key}"
+
+
+def image_rel(dataset_key: str, index: int) -> str:
+    """One dataset image, written once and named by the rows that show it, relative to the work folder."""
+    return f"{images_rel(dataset_key)}/{index:07d}.webp"
+
+
 def is_finished(work: Location, rel: str) -> bool:
     if isinstance(work, Path):
         return (work / rel / "meta.json").is_file()

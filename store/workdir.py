@@ -1,7 +1,7 @@
 """The work folder, wherever it lives: a local (or shared, e.g. NFS) path, or an object-store URL such as
 `s3://bucket/prefix`, reached through fsspec so that every Ray worker can write shards into it.
 
-A local folder is a `Path` and keeps the rename-based writes of `precompute.jobs`; a URL stays a `str`.
+A local folder is a `Path` and keeps the rename-based writes of `store.shards`; a URL stays a `str`.
 Object stores are configured the standard ways, nothing Microscope-specific: for S3, credentials and the
 endpoint come from the AWS chain that botocore reads (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
 `AWS_PROFILE`, an instance role; `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` for an S3-compatible server),
@@ -23,6 +23,11 @@ def location(value: str | Path | None) -> Location | None:
     if value is None or isinstance(value, Path):
         return value
     return value.rstrip("/") if "://" in value else Path(value)
+
+
+def default_for(store) -> Path:
+    """Where a store's shards are kept unless told otherwise: `work/` beside the store file."""
+    return Path(store).parent / "work"
 
 
 def is_url(work: Location) -> bool:

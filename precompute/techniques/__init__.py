@@ -1,6 +1,6 @@
 """The techniques, one module each behind the contract of `precompute.techniques.base`, in one registry.
 
-The registry's order is the order of `--techniques all` and of the jobs within a layer.
+The registry's order is the order of `--techniques all`.
 """
 
 from __future__ import annotations

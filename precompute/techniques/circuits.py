@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from precompute.linear_paths import MAX_KERNEL, CircuitError, NotLinearPath, PairWeights, expanded_weights, strongest
 from precompute.techniques.base import Technique
+from store.errors import one_line
 
 HOPS = 2  # input neighbours in each of this many layers back (1: the adjacent layer; 2: also expanded weights)
 MIN_K = 16  # neighbours kept per sign at least (the request's k, if larger)
@@ -46,9 +47,8 @@ def _pair(ctx, source: str, target: str) -> PairWeights | CircuitError:
         except CircuitError as exc:
             cache[(source, target)] = exc
         except Exception as exc:  # noqa: BLE001 - an exotic model's pair fails alone, with its reason stored
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             cache[(source, target)] = CircuitError(f"cannot compute weights from {source} to {target}: "
-                                                   f"{type(exc).__name__}: {first}")
+                                                   f"{one_line(exc)}")
         while len(cache) > CACHED_PAIRS:
             cache.popitem(last=False)
     cache.move_to_end((source, target))

@@ -83,10 +83,10 @@ class DatasetExamples(PassTechnique):
                         image_id=lambda i: f"{dataset_key}:{i}")
         listing = {"image_id": [], "dataset": [], "source": [], "path": []}
         missing = []
-        stored = workdir.names_under(work, f"images/{dataset_key}")
+        stored = workdir.names_under(work, shards.images_rel(dataset_key))
         for image_id in sorted(referenced_images(examples)):
             index = int(image_id.rsplit(":", 1)[1])
-            rel = f"images/{dataset_key}/{index:07d}.webp"
+            rel = shards.image_rel(dataset_key, index)
             if rel not in stored:  # dataset images are shared by every layer's jobs: encode each once
                 missing.append((index, rel))
             for key, value in zip(listing, (image_id, dataset.name, dataset.source(index), rel)):

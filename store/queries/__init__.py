@@ -4,7 +4,7 @@
 models, layers, runs (provenance), the layer search and the summary. Each technique's read side is one mixin
 module beside this one (stats, dataset, tuning, featurevis, circuits); `Store` inherits them all, and each
 declares its `SECTION`: its key in `unit --json`, the method that fills it, and its per-unit table. A new
-technique adds its module and its place in TECHNIQUES, and nothing here changes.
+technique adds its module and one line in READERS.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 
 from store import SCHEMA_VERSION, StoreError
+from store.errors import StoreVersionError, first_line
 from store.queries.base import Section
 from store.queries.circuits import CircuitsQueries
 from store.queries.dataset import DatasetQueries
@@ -22,13 +23,13 @@ from store.queries.featurevis import FeaturevisQueries
 from store.queries.stats import STAT_COLUMNS, StatsQueries
 from store.queries.tuning import TuningQueries
 
-__all__ = ["SECTIONS", "STAT_COLUMNS", "Store", "TECHNIQUES"]
+__all__ = ["SECTIONS", "STAT_COLUMNS", "Store", "READERS"]
 
 # In the order of their keys in `unit --json`.
-TECHNIQUES = (StatsQueries, DatasetQueries, TuningQueries, FeaturevisQueries, CircuitsQueries)
+READERS = (StatsQueries, DatasetQueries, TuningQueries, FeaturevisQueries, CircuitsQueries)
 
 
-class Store(*TECHNIQUES):
+class Store(*READERS):
     """A read-only connection to one store file. Cheap to open; safe to share across threads per cursor."""
 
     def __init__(self, path: str | Path):
@@ -39,15 +40,14 @@ class Store(*TECHNIQUES):
             self.con = duckdb.connect(str(self.path), read_only=True)
             version = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except duckdb.Error as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot open store {self.path}: corrupt, locked or not a Microscope store "
-                             f"({detail})") from None
+                             f"({first_line(exc)})") from None
         if not version or version[0] != SCHEMA_VERSION:
             self.con.close()
             found = f"schema {version[0]}" if version else "no schema version"
             # A store is a build artefact: every table of this version is there, or the store is refused whole.
-            raise StoreError(f"store {self.path} has {found}; this version of Microscope reads {SCHEMA_VERSION}: "
-                             "rebuild it with `microscope ingest`")
+            raise StoreVersionError(f"store {self.path} has {found}; this version of Microscope reads "
+                                    f"{SCHEMA_VERSION}: rebuild it with `microscope ingest`")
 
     def close(self) -> None:
         self.con.close()
@@ -160,6 +160,6 @@ class Store(*TECHNIQUES):
 # What `unit --json` holds, in order: the unit's name, each technique's part, then the runs behind them.
 SECTIONS: tuple[Section, ...] = (
     Section("unit", Store.unit_name),
-    *(technique.SECTION for technique in TECHNIQUES),
+    *(technique.SECTION for technique in READERS),
     Section("provenance", Store.unit_runs),
 )

@@ -27,3 +27,4 @@ def test_an_older_store_shows_how_to_rebuild_it_on_every_page(app_store, tmp_pat
         at = run(page, **params)  # fails on any exception
         assert [e.value for e in at.error] == [line], page
         assert not at.title and not at.header and not at.subheader and not at.get("plotly_chart"), page
+        assert not at.caption and not at.markdown and not at.warning, page  # one instruction, not two

@@ -101,3 +101,20 @@ def test_an_unreadable_shard_fails_in_one_line_and_keeps_the_published_store(sto
     assert message.startswith(f"ingest failed, {store} left as it was: ") and "\n" not in message
     assert store.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_shard_with_a_column_the_table_no_longer_has_still_loads(tmp_path):
+    """Work folders keep their shards: one written when unit_stats had one more column loads without it."""
+    work = tmp_path / "work"
+    record = {"id": MODEL, "arch": "hand", "source": "factory", "input_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3,
+              "layers": [{"name": LAYER, "units": 8, "alias": "c", "height": 4, "width": 4, "rf_px": 3}],
+              "hub_id": "", "revision": "", "location": "", "labels": "", "description": ""}
+    (work / "models").mkdir(parents=True)
+    (work / shards.model_rel(MODEL)).write_text(json.dumps(record))
+    rows = stats_rows(range(0, 2), 1.5, "wide").append_column("retired", pa.array([7, 7]))
+    write_shard(work, "wide", range(0, 2), 1000.0, {"unit_stats": rows})
+    path = tmp_path / "s.duckdb"
+    ingest(work, path, progress=False)
+    store = Store(path)
+    assert [store.unit_stats(MODEL, LAYER, u)["mean"] for u in (0, 1)] == [1.5, 1.5]
+    store.close()
