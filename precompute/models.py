@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from precompute import inceptionv1
+from store import config
 from store.errors import MicroscopeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,6 +28,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Lucid's InceptionV1 takes pixels in [0, 255] minus 117 (x * 255 - 117 for x in [0, 1]).
+LUCID_MEAN = (117 / 255,) * 3
+LUCID_STD = (1 / 255,) * 3
 
 
 class ModelError(MicroscopeError, ValueError):
@@ -43,7 +48,7 @@ class Layer:
 class ModelSpec:
     id: str
     arch: str  # timm architecture, or the factory function's name
-    source: str  # bundled | hf-hub | local-dir | factory
+    source: str  # bundled | builtin (an architecture of our own, precompute/<arch>.py) | hf-hub | local-dir | factory
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -101,6 +106,12 @@ _INCEPTION_V3 = (
     [32, 32, 64, 80, 192, 256, 288, 288, 768, 768, 768, 768, 768, 1280, 2048, 2048],
 )
 
+
+def _inceptionv1_layers() -> tuple[Layer, ...]:
+    # Microscope spells a layer by its TensorFlow output tensor: `mixed4c_0` for `mixed4c:0`.
+    return tuple(Layer(name, units, f"{name}_0") for name, units in inceptionv1.layer_units().items())
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.id: spec
     for spec in [
@@ -136,6 +147,17 @@ REGISTRY: dict[str, ModelSpec] = {
         _timm_hub("vit_base_patch16_224.augreg2_in21k_ft_in1k", "063c6c38a5d8510b2e57df480445e94b231dad2c",
                   "ViT-B/16, AugReg ImageNet-21k pretraining fine-tuned on ImageNet-1k; units are residual-stream dims",
                   _layers(([f"blocks.{i}" for i in range(12)] + ["norm"], 768)), mean=HALF, std=HALF),
+        ModelSpec(
+            id="inceptionv1",
+            arch="inceptionv1",
+            source="builtin",
+            input_size=224,
+            mean=LUCID_MEAN,
+            std=LUCID_STD,
+            description="InceptionV1 (GoogLeNet) of Lucid's modelzoo, the one OpenAI Microscope and the Circuits "
+                        "papers study; weights downloaded on first use; head: inception5h's 1008 classes",
+            layers=_inceptionv1_layers(),
+        ),
     ]
 }
 
@@ -208,6 +230,8 @@ def build(spec: ModelSpec, pretrained: bool = True, device: str | torch.device =
         model = timm.create_model(spec.arch, pretrained=False)
         if pretrained:
             model.load_state_dict(_bundled_lite0_state(model))
+    elif spec.source == "builtin":
+        model = _BUILTIN[spec.arch](pretrained)
     elif spec.source == "hf-hub":
         name = f"hf-hub:{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "")
         # Registry entries know their architecture, so they build offline without weights.
@@ -237,6 +261,38 @@ def _bundled_lite0_state(model: nn.Module) -> dict[str, torch.Tensor]:
             raise ModelError(f"bundled weights mismatch at {name}: {tuple(value.shape)} vs {tuple(expected.shape)}")
         mapped[name] = value
     return mapped
+
+
+def _inceptionv1(pretrained: bool) -> nn.Module:
+    model = inceptionv1.InceptionV1()
+    if not pretrained:
+        return model
+    path = inceptionv1.weights_path()
+    if not path.is_file():
+        if config.offline():
+            raise ModelError(f"the InceptionV1 weights are not at {path} and downloads are off (MICROSCOPE_OFFLINE "
+                             f"or HF_HUB_OFFLINE): fetch {inceptionv1.WEIGHTS_URL} and put the file there")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(inceptionv1.WEIGHTS_URL, str(path))
+        except OSError as exc:  # urllib's errors (no network, HTTP status) are OSErrors
+            reason = _first_line(getattr(exc, "reason", None) or exc)
+            raise ModelError(f"cannot download the InceptionV1 weights from {inceptionv1.WEIGHTS_URL} ({reason}); "
+                             f"fetch that file elsewhere and put it at {path}") from exc
+    try:
+        inceptionv1.load_weights(model, torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # a truncated or foreign file fails in whatever way torch reports it
+        raise ModelError(f"cannot load the InceptionV1 weights from {path}: {type(exc).__name__}: "
+                         f"{_first_line(exc)}; delete the file to download it again") from exc
+    return model
+
+
+def _first_line(what) -> str:
+    text = str(what).strip()
+    return text.splitlines()[0] if text else type(what).__name__
+
+
+_BUILTIN = {"inceptionv1": _inceptionv1}  # arch -> builder(pretrained) of the architectures written here
 
 
 def _call_factory(ref: str) -> nn.Module:

@@ -8,6 +8,7 @@ import, so that a test or a server can set them before use.
 | MICROSCOPE_REFRESH | seconds between checks of a remote store for a newer file  | 60                                |
 | MICROSCOPE_ALLOWED | who may enter a dashboard with a login (overrides secrets) | the secrets' [microscope] allowed |
 | MICROSCOPE_DEBUG   | set: the command line raises errors with their traceback   | unset                             |
+| MICROSCOPE_OFFLINE | set: never download model weights (HF_HUB_OFFLINE too)     | unset                             |
 """
 
 from __future__ import annotations
@@ -46,3 +47,9 @@ def allowed() -> list[str] | None:
 
 def debug() -> bool:
     return bool(os.environ.get("MICROSCOPE_DEBUG"))
+
+
+def offline() -> bool:
+    """No downloads: an air-gapped machine says so with MICROSCOPE_OFFLINE or, as for the Hub, HF_HUB_OFFLINE."""
+    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+               for name in ("MICROSCOPE_OFFLINE", "HF_HUB_OFFLINE"))

@@ -197,3 +197,16 @@ def test_executor_ray_without_ray_is_one_line(capsys, monkeypatch, tiny_factory,
     assert code == 1 and out == ""
     assert err == "microscope: error: --executor ray needs Ray: pip install 'microscope[ray]'\n"
     assert not store.exists()
+
+
+def test_precompute_inceptionv1_offline_without_its_weights_is_one_line(capsys, monkeypatch, store_copy, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("MICROSCOPE_OFFLINE", "1")
+    before, shards = _digest(store_copy), sorted(store_copy.parent.rglob("*"))
+    code, out, err = _cli(capsys, "precompute", "inceptionv1", "--layers", "mixed4b,mixed4c", "--store", store_copy)
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / "inception5h.pth"
+    assert code != 0 and err == (f"microscope: error: the InceptionV1 weights are not at {weights} and downloads "
+                                 "are off (MICROSCOPE_OFFLINE or HF_HUB_OFFLINE): fetch https://github.com/"
+                                 "ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth and put the "
+                                 "file there\n")
+    assert _digest(store_copy) == before and sorted(store_copy.parent.rglob("*")) == shards

@@ -93,3 +93,84 @@ def test_hub_reference_without_network_fails_fast_and_clearly():
     assert any(word in str(info.value).lower() for word in ("offline", "connect", "cache"))
     with pytest.raises(ModelError, match="expected hf-hub:ORG/NAME"):
         resolve("hf-hub:resnet18")
+
+
+def test_inceptionv1_has_microscopes_layers_units_and_spelling():
+    spec = resolve("inceptionv1")
+    model = build(spec, pretrained=False)
+    expected = {"conv2d0": 64, "conv2d1": 64, "conv2d2": 192, "mixed3a": 256, "mixed3b": 480, "mixed4a": 508,
+                "mixed4b": 512, "mixed4c": 512, "mixed4d": 528, "mixed4e": 832, "mixed5a": 832, "mixed5b": 1024}
+    assert {layer.name: layer.units for layer in spec.layers} == expected
+    with capture(model, list(expected), stop_after_last=False) as outputs, torch.no_grad():
+        got = run(model, torch.zeros(1, 3, 224, 224), outputs)
+    assert {name: got[name].shape[1] for name in expected} == expected
+    assert got["mixed4c"].shape[-2:] == (14, 14)
+    assert spec.layer("mixed4c_0").name == "mixed4c" and spec.layer("mixed5b_0").name == "mixed5b"
+    # Lucid's input: x * 255 - 117 for x in [0, 1], through precompute's (x - mean) / std.
+    assert normalise([Image.new("RGB", (2, 2), (0, 0, 0))], spec.mean, spec.std).flatten().tolist() == \
+        pytest.approx([-117.0] * 12)
+
+
+def test_inceptionv1_reads_the_weights_file_by_its_names_in_lucids_unit_order():
+    from precompute import inceptionv1
+
+    model = build(resolve("inceptionv1"), pretrained=False)
+    # The weights file names its tensors as Lucid's graph does; a few, with their shapes, written out here.
+    state = {inceptionv1._file_key(key): torch.zeros_like(value) for key, value in model.state_dict().items()}
+    assert len(state) == 2 * (3 + 9 * 6) + 2
+    assert state["conv2d0_pre_relu_conv.weight"].shape == (64, 3, 7, 7)
+    assert state["mixed4c_3x3_bottleneck_pre_relu_conv.weight"].shape == (128, 512, 1, 1)
+    assert state["mixed4a_3x3_pre_relu_conv.weight"].shape == (204, 96, 3, 3)
+    assert state["softmax2_pre_activation_matmul.weight"].shape == (1008, 1024)
+    # mixed4c is 1x1 (128), 3x3 (256), 5x5 (64), pool reduce (64): unit 447 is the 5x5 branch's last channel.
+    state["mixed4c_5x5_pre_relu_conv.bias"][63] = 1.0
+    inceptionv1.load_weights(model, state)
+    with capture(model, ["mixed4c"]) as outputs, torch.no_grad():
+        got = run(model, torch.zeros(1, 3, 224, 224), outputs)["mixed4c"]
+    assert got.amax((0, 2, 3)).nonzero().flatten().tolist() == [447]
+    del state["mixed4c_5x5_pre_relu_conv.bias"]
+    with pytest.raises(ValueError, match="missing tensor mixed4c_5x5_pre_relu_conv.bias"):
+        inceptionv1.load_weights(model, state)
+
+
+def test_inceptionv1_without_its_weights_offline_is_one_line_naming_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # a torch.hub cache without the file
+    monkeypatch.setenv("MICROSCOPE_OFFLINE", "1")
+    with pytest.raises(ModelError) as info:
+        build(resolve("inceptionv1"))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    assert str(tmp_path / "hub" / "checkpoints" / "inception5h.pth") in message
+    assert "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth" in message
+    assert not (tmp_path / "hub").exists()
+
+
+def test_inceptionv1_loads_the_weights_file_from_torch_hubs_cache(monkeypatch, tmp_path):
+    from precompute import inceptionv1
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("MICROSCOPE_OFFLINE", "1")  # the file is there: nothing to download
+    source = inceptionv1.InceptionV1()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save({inceptionv1._file_key(k): v for k, v in source.state_dict().items()}, inceptionv1.weights_path())
+    model = build(resolve("inceptionv1"))
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), source.eval()(x))
+    inceptionv1.weights_path().write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot load the InceptionV1 weights from .*delete the file"):
+        build(resolve("inceptionv1"))
+
+
+def test_inceptionv1_paths_between_mixed_layers_are_linear_and_lrn_is_not():
+    from precompute.linear_paths import NotLinearPath, expanded_weights
+
+    torch.manual_seed(0)
+    model = build(resolve("inceptionv1"), pretrained=False)
+    pair = expanded_weights(model, "mixed4b", "mixed4c", 224, units=[0, 447, 500])
+    # mixed4c's unit 0 is its 1x1 branch's first channel: the weights are that convolution's.
+    kernel = model.mixed4c.get_submodule("1x1").conv.weight[0, :, 0, 0].double()
+    assert torch.allclose(torch.from_numpy(pair.weights[0]), kernel, atol=1e-6)
+    assert pair.support == (5, 5)  # the 5x5 branch (unit 447) is the widest
+    with pytest.raises(NotLinearPath, match="local_response_norm"):
+        expanded_weights(model, "conv2d2", "mixed3a", 224, units=[0])
