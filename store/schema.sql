@@ -12,7 +12,7 @@ CREATE TABLE meta (
 CREATE TABLE models (
     model_id VARCHAR PRIMARY KEY,
     arch VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,          -- bundled | hf-hub | local-dir | factory
+    source VARCHAR NOT NULL,          -- bundled | builtin | hf-hub | local-dir | factory
     hub_id VARCHAR,
     revision VARCHAR,
     location VARCHAR,                 -- local-dir folder or factory reference
