@@ -154,6 +154,8 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "efficientnet_lite0.bundled"
+# Three sizes of one recipe that work offline: `microscope demo --organisms` builds a store of all three.
+ORGANISMS = ("efficientnet_lite0.bundled", "efficientnet_lite1.bundled", "efficientnet_lite2.bundled")
 
 
 @dataclass(frozen=True)
