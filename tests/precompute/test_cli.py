@@ -189,6 +189,28 @@ def test_demo_with_a_store_says_so_and_does_not_rebuild_it(capsys, store_copy):
     assert (_digest(store_copy), sorted(p.name for p in store_copy.parent.rglob("*"))) == before
 
 
+def test_demo_organisms_with_a_store_names_the_organisms_it_lacks(capsys, store_copy):
+    before = _digest(store_copy), sorted(p.name for p in store_copy.parent.rglob("*"))
+    code, out, err = _cli(capsys, "demo", "--organisms", "--no-serve", "--store", store_copy)
+    assert code == 0 and err == ""
+    assert out == (f"demo store {store_copy} exists; serving it (delete it to rebuild; it lacks "
+                   "efficientnet_lite0.bundled, efficientnet_lite1.bundled, efficientnet_lite2.bundled)\n")
+    assert (_digest(store_copy), sorted(p.name for p in store_copy.parent.rglob("*"))) == before
+
+
+def test_demo_builds_lite0_alone_or_the_three_organisms():
+    from precompute.cli import DEMO_FEATUREVIS, demo_models
+    from precompute.models import DEFAULT_MODEL, REGISTRY
+
+    assert demo_models(False) == (DEFAULT_MODEL,)
+    organisms = [REGISTRY[model_id] for model_id in demo_models(True)]
+    assert [(spec.arch, spec.input_size) for spec in organisms] == [
+        ("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
+    assert all(spec.source == "bundled" for spec in organisms)
+    for spec in organisms:  # the featurevis sample's layers exist in each (spec.layer raises otherwise)
+        assert [spec.layer(name).name for name in DEMO_FEATUREVIS["layers"].split(",")] == ["blocks.1", "blocks.3"]
+
+
 def test_executor_ray_without_ray_is_one_line(capsys, monkeypatch, tiny_factory, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is not installed
     store = tmp_path / "s.duckdb"

@@ -29,17 +29,42 @@ def test_registry_layers_match_module_tree(model_id):
         assert spec.hub_id.startswith("timm/")
 
 
-def test_bundled_model_classifies_the_bundled_photos():
+# Lite0 calls chelsea() a tiger cat (282), Egyptian cat (285) a close second; Lite1 and Lite2 say Egyptian cat.
+BUNDLED = {"efficientnet_lite0.bundled": 282, "efficientnet_lite1.bundled": 285, "efficientnet_lite2.bundled": 285}
+ESPRESSO = 967
+
+
+def bundled_photos(spec, names):
     import skimage.data
 
-    spec = REGISTRY["efficientnet_lite0.bundled"]
+    # The dataset code's preprocessing: centre square crop resized to the model's input size, the spec's mean/std.
+    return normalise([square(Image.fromarray(getattr(skimage.data, n)()), spec.input_size) for n in names],
+                     spec.mean, spec.std)
+
+
+@pytest.mark.parametrize("model_id", list(BUNDLED))
+def test_bundled_model_classifies_the_bundled_photos(model_id):
+    spec = REGISTRY[model_id]
     model = build(spec)
     labels = imagenet_labels()
-    photos = [square(Image.fromarray(skimage.data.coffee()), 224), square(Image.fromarray(skimage.data.chelsea()), 224)]
     with torch.no_grad():
-        top = model(normalise(photos, spec.mean, spec.std)).argmax(1).tolist()
+        top = model(bundled_photos(spec, ["coffee", "chelsea"])).argmax(1).tolist()
+    assert top == [ESPRESSO, BUNDLED[model_id]]
     assert labels[top[0]] == "espresso"
     assert "cat" in labels[top[1]]
+
+
+@pytest.mark.parametrize("model_id", list(BUNDLED))
+def test_bundled_model_normalisation_fits_its_stem_batch_norm(model_id):
+    # A wrong mean/std classifies these photos just as well, so check what the weights saw in training: the
+    # stem's outputs on photos should have about the variance its batch norm recorded.
+    spec = REGISTRY[model_id]
+    model = build(spec)
+    with torch.no_grad():
+        stem = model.conv_stem(bundled_photos(spec, ["coffee", "chelsea", "astronaut", "rocket"]))
+    live = model.bn1.running_var > 1e-3  # channels that never fire have no variance to compare
+    ratio = stem.var((0, 2, 3))[live] / model.bn1.running_var[live]
+    assert ratio.log().abs().mean() < 0.7  # about 0.46 with [-1, 1] pixels, 1.27 with ImageNet mean/std
 
 
 def test_discovery_finds_blocks_convs_and_linears_in_order(tiny_factory):
