@@ -40,15 +40,19 @@ def write_shard(work, key: str, units: range, finished_at: float, tables: dict[s
     shards.write(work, shards.shard_rel(MODEL, "stats", LAYER, units.start, units.stop, key), tables, record)
 
 
-@pytest.fixture
-def store(tmp_path):
-    work = tmp_path / "work"
-    # The model record as precompute writes it (ModelSpec.to_json with each layer's geometry).
+def write_model_record(work) -> None:
+    """The model record as precompute writes it (ModelSpec.to_json with each layer's geometry)."""
     record = {"id": MODEL, "arch": "hand", "source": "factory", "input_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3,
               "layers": [{"name": LAYER, "units": 8, "alias": "c", "height": 4, "width": 4, "rf_px": 3}],
               "hub_id": "", "revision": "", "location": "", "labels": "", "description": ""}
     (work / "models").mkdir(parents=True)
     (work / shards.model_rel(MODEL)).write_text(json.dumps(record))
+
+
+@pytest.fixture
+def store(tmp_path):
+    work = tmp_path / "work"
+    write_model_record(work)
     # "old" covers units 0-3; "new", finished later, units 2-5; "oldest" units 4-5, all of them covered by "new".
     write_shard(work, "old", range(0, 4), 1000.0, {
         "unit_stats": stats_rows(range(0, 4), 1.0, "old"),
@@ -106,11 +110,7 @@ def test_an_unreadable_shard_fails_in_one_line_and_keeps_the_published_store(sto
 def test_a_shard_with_a_column_the_table_no_longer_has_still_loads(tmp_path):
     """Work folders keep their shards: one written when unit_stats had one more column loads without it."""
     work = tmp_path / "work"
-    record = {"id": MODEL, "arch": "hand", "source": "factory", "input_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3,
-              "layers": [{"name": LAYER, "units": 8, "alias": "c", "height": 4, "width": 4, "rf_px": 3}],
-              "hub_id": "", "revision": "", "location": "", "labels": "", "description": ""}
-    (work / "models").mkdir(parents=True)
-    (work / shards.model_rel(MODEL)).write_text(json.dumps(record))
+    write_model_record(work)
     rows = stats_rows(range(0, 2), 1.5, "wide").append_column("retired", pa.array([7, 7]))
     write_shard(work, "wide", range(0, 2), 1000.0, {"unit_stats": rows})
     path = tmp_path / "s.duckdb"
