@@ -1,7 +1,10 @@
 """Shared test setup: the repo root on sys.path, no network, small fixtures built with the real pipeline."""
 
+import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,25 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+# ---- a loopback web server -----------------------------------------------------------------------------------
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_site(tmp_path):
+    """A static web server on a free loopback port: (its folder, its base URL)."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

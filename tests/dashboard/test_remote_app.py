@@ -1,12 +1,9 @@
 """The dashboard on a remote store (a loopback HTTP server): an open page picks up a newer published store on its
 next run, and a bad newer file or an unreachable remote is a message while the previous good store keeps serving."""
 
-import functools
-import http.server
 import os
 import shutil
 import socket
-import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,25 +15,6 @@ from store import SCHEMA_VERSION, remote
 from tests.app_support import APP, MODEL_ID
 
 pytestmark = pytest.mark.app
-
-
-
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def site(tmp_path):
-    folder = tmp_path / "site"
-    folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def publish(app_store: Path, folder: Path, built_at: str, stamp: int, schema_version: str = SCHEMA_VERSION) -> None:
@@ -66,8 +44,8 @@ def headings(at: AppTest) -> str:
     return "\n".join(e.value for kind in ("title", "header", "subheader") for e in getattr(at, kind))
 
 
-def test_open_page_follows_the_published_store(app_store, site, tmp_path, monkeypatch):
-    folder, base = site
+def test_open_page_follows_the_published_store(app_store, http_site, tmp_path, monkeypatch):
+    folder, base = http_site
     url = f"{base}/store.duckdb?v={quote('a b')}"  # a query string, as presigned URLs have; never shown
     publish(app_store, folder, "2026-01-01T00:00:00+00:00", 1_700_000_000)
     monkeypatch.setenv("MICROSCOPE_STORE", url)
@@ -97,8 +75,8 @@ def test_open_page_follows_the_published_store(app_store, site, tmp_path, monkey
     assert "Still showing the store fetched" in warning
 
 
-def test_the_background_check_swaps_without_a_restart(app_store, site, tmp_path, monkeypatch):
-    folder, base = site
+def test_the_background_check_swaps_without_a_restart(app_store, http_site, tmp_path, monkeypatch):
+    folder, base = http_site
     url = f"{base}/store.duckdb"
     publish(app_store, folder, "2026-01-01T00:00:00+00:00", 1_700_000_000)
     monkeypatch.setenv("MICROSCOPE_STORE", url)

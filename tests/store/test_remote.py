@@ -1,7 +1,6 @@
 """A remote store mirrored into a local cache: fetched over HTTP from a loopback server and from S3 on a loopback
 moto_server, checked, hot-swapped when a newer file is published, and kept when the newer file is bad."""
 
-import functools
 import http.server
 import os
 import shutil
@@ -52,25 +51,6 @@ def built_at(path: Path) -> str:
         return store.built_at()
     finally:
         store.close()
-
-
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_site(tmp_path):
-    folder = tmp_path / "site"
-    folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
