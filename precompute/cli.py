@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--layers", default="all", help="comma-separated layer names or aliases, or all")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
     pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,"
-                     "featurevis,circuits; default (all but featurevis) or all")
+                     "featurevis,circuits,similar; default (all but featurevis) or all")
     # Choices are spelled out, not read from the registries: building the parser must not import torch (the
     # serving image has none); the request checks them against the registries again.
     pre.add_argument("--preset", choices=("quick", "full"), help="featurevis settings: quick (128 px, 256 steps, "

@@ -5,7 +5,8 @@ file is renamed over it. Readers that hold the old file open keep reading it; ne
 Where two shards hold rows for the same unit and technique (a rerun with other params), the newest wins.
 
 Everything is read with DuckDB's own readers: the model records and each shard's meta.json with `read_json`,
-the shards' tables with `read_parquet`, the dataset images with `read_blob`; rows go in `BY NAME`.
+the shards' tables with `read_parquet`, the dataset images with `read_blob`; rows go in `BY NAME`. Last, the
+tables that relate units across the whole store are derived from what the shards brought (store/similarity.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import duckdb
 from tqdm import tqdm
 
-from store import SCHEMA_VERSION, StoreError
+from store import SCHEMA_VERSION, StoreError, similarity
 from store.errors import one_line
 from store.shards import download, finished_shards
 from store.workdir import is_url
@@ -132,8 +133,9 @@ def _build(con, work: Path, models: list[Path], shards: list[Path], progress: bo
     used = " UNION ".join(f"SELECT run_id FROM {t}" for t in artefact_tables)
     con.execute(f"DELETE FROM runs WHERE run_id NOT IN ({used})")
     _ingest_images(con, work, parquet["images"], progress)
+    similarity.derive(con, progress=progress)
     return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("models", "layers", "runs", *artefact_tables, "images")}
+            for t in ("models", "layers", "runs", *artefact_tables, "images", *similarity.DERIVED)}
 
 
 def _ingest_models(con, models: list[Path]) -> None:

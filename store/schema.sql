@@ -200,3 +200,50 @@ CREATE TABLE circuit_paths (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, source)
 );
+
+-- Similar units (technique `similar`, precompute/techniques/similar.py): each unit's spatial-max response to a
+-- sample of the dataset's images, named by their index in the dataset (response_images, one row per run).
+CREATE TABLE unit_responses (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    run_id VARCHAR NOT NULL,
+    responses BLOB NOT NULL,          -- float16 little-endian, one per image of the run's response_images row
+    PRIMARY KEY (model_id, layer, unit)
+);
+
+CREATE TABLE response_images (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,            -- the first unit of the run (a run's rows replace an older run's by it)
+    run_id VARCHAR NOT NULL,
+    dataset VARCHAR NOT NULL,         -- the dataset reference: models shown the same dataset share its indices
+    images BIGINT[] NOT NULL,         -- dataset indices, in order
+    PRIMARY KEY (model_id, layer, unit)
+);
+
+-- Derived by ingest from every model's responses (store/similarity.py), so that a model added later is
+-- compared with those already in the store: each unit's strongest neighbours by the correlation of their
+-- responses, in its own layer (scope layer), in its model's other layers (model) and in each other model
+-- (store), and the linear CKA of every pair of layers.
+CREATE TABLE similar_units (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    scope VARCHAR NOT NULL,           -- layer | model | store
+    rank INTEGER NOT NULL,            -- 0: strongest, within the scope (and other model)
+    other_model VARCHAR NOT NULL,
+    other_layer VARCHAR NOT NULL,
+    other_unit INTEGER NOT NULL,
+    score DOUBLE NOT NULL,            -- Pearson correlation over the images both were shown
+    PRIMARY KEY (model_id, layer, unit, other_model, other_layer, other_unit)
+);
+
+CREATE TABLE layer_similarity (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    other_model VARCHAR NOT NULL,
+    other_layer VARCHAR NOT NULL,
+    cka DOUBLE NOT NULL,              -- linear CKA of the two layers' standardised responses
+    PRIMARY KEY (model_id, layer, other_model, other_layer)
+);

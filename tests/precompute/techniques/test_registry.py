@@ -10,9 +10,9 @@ from store.ingest import schema_sql
 
 
 def test_registry_order_and_default():
-    assert list(TECHNIQUES) == ["stats", "dataset", "tuning", "featurevis", "circuits"]
-    assert DEFAULT_TECHNIQUES == ("stats", "dataset", "tuning", "circuits")
-    assert [name for name, t in TECHNIQUES.items() if t.shares_pass] == ["stats", "dataset"]
+    assert list(TECHNIQUES) == ["stats", "dataset", "tuning", "featurevis", "circuits", "similar"]
+    assert DEFAULT_TECHNIQUES == ("stats", "dataset", "tuning", "circuits", "similar")
+    assert [name for name, t in TECHNIQUES.items() if t.shares_pass] == ["stats", "dataset", "similar"]
 
 
 def test_every_technique_declares_its_contract():
