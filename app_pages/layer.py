@@ -22,6 +22,10 @@ facts = [f"alias `{layer['alias']}`" if layer["alias"] else None, f"{layer['unit
          f"map {layer['height']}×{layer['width']}", f"receptive field {layer['rf_px']} px",
          f"{layer['dead_units']:,} dead"]
 st.markdown(" · ".join(f for f in facts if f))
+partner = data.closest_layer(key, mid, name)
+if partner:
+    st.page_link(links.PAGES["compare"], label=f"Compare with {links.side(*partner)}, the most similar layer (CKA)",
+                 icon=":material/compare:", query_params=links.compare_params(mid, name, *partner))
 
 # "-max" sorts by max activation, highest first; each statistic is offered in both directions.
 SORTS = {"unit": "unit, ascending", "-unit": "unit, descending"}

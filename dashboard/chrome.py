@@ -13,10 +13,11 @@ from store.errors import StoreVersionError, one_line
 
 
 def pages() -> list:
-    """Models and Search are in the menu; model, layer and unit pages are reached by links (they need params)."""
+    """Models, Search and Compare are in the menu; model, layer and unit pages are reached by links (with params)."""
     return [
         st.Page(links.PAGES["models"], title="Models", icon=":material/view_module:", default=True),
         st.Page(links.PAGES["search"], title="Search", icon=":material/search:", url_path="search"),
+        st.Page(links.PAGES["compare"], title="Compare", icon=":material/compare:", url_path="compare"),
         st.Page(links.PAGES["model"], title="Model", icon=":material/account_tree:", url_path="model",
                 visibility="hidden"),
         st.Page(links.PAGES["layer"], title="Layer", icon=":material/grid_view:", url_path="layer",

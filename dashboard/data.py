@@ -152,3 +152,36 @@ def circuit_paths(key: StoreKey, model_id: str, layer: str) -> list[dict]:
 def unit_examples(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:
     """Not cached here: `dashboard.examples` caches what it renders from these rows."""
     return _store(key).unit_examples(model_id, layer, unit)
+
+
+@st.cache_data(max_entries=256, ttl=600, show_spinner=False)
+def unit_pictures(key: StoreKey, model_id: str, layer: str, units: tuple[int, ...]) -> dict[int, bytes]:
+    """Each unit's channel feature visualisation where rendered, else the crop of its top dataset example."""
+    store = _store(key)
+    return {**store.thumbnails(model_id, layer, list(units)), **store.thumbnails(model_id, layer, list(units),
+                                                                                  "channel")}
+
+
+@st.cache_data(max_entries=256, ttl=600, show_spinner=False)
+def unit_similar(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict] | None:
+    return _store(key).unit_similar(model_id, layer, unit)
+
+
+@st.cache_data(max_entries=16, ttl=600, show_spinner=False)
+def compare_layers(key: StoreKey, model_a: str, layer_a: str, model_b: str, layer_b: str) -> dict:
+    return _store(key).compare_layers(model_a, layer_a, model_b, layer_b)
+
+
+@st.cache_data(max_entries=16, ttl=600, show_spinner=False)
+def layer_cka(key: StoreKey, model_a: str, model_b: str) -> list[dict]:
+    return _store(key).layer_cka(model_a, model_b)
+
+
+@st.cache_data(max_entries=32, ttl=600, show_spinner=False)
+def sampled_layers(key: StoreKey, model_id: str) -> list[str]:
+    return _store(key).sampled_layers(model_id)
+
+
+@st.cache_data(max_entries=64, ttl=600, show_spinner=False)
+def closest_layer(key: StoreKey, model_id: str, layer: str) -> tuple[str, str] | None:
+    return _store(key).closest_layer(model_id, layer)

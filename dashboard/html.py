@@ -100,3 +100,48 @@ def table(columns: list[tuple[str, str]], rows: list[dict]) -> str:
             cells.append(f'<td class="num">{text}</td>' if h.startswith("#") else f"<td>{text}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table class="ms-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+NAMED_STYLE = """<style>
+.ms-named-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(120px, 1fr)); gap: 10px; }
+.ms-pair-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 10px; }
+.ms-named, .ms-pair { display: block; text-decoration: none !important; color: inherit !important;
+  border-radius: 6px; padding: 4px; border: 1px solid rgba(128, 128, 128, .25); }
+.ms-named:hover, .ms-pair a:hover img { border-color: #ff8c00; outline: 1px solid #ff8c00; }
+.ms-named img, .ms-named .ms-blank, .ms-pair img, .ms-pair .ms-blank { width: 100%; aspect-ratio: 1;
+  display: block; border-radius: 4px; background: rgba(128, 128, 128, .15); }
+.ms-pair .ms-two { display: grid; grid-template-columns: 1fr 1fr; gap: 4px; }
+.ms-pair a { color: inherit !important; text-decoration: none !important; }
+.ms-label { display: flex; justify-content: space-between; gap: 6px; font-size: 12px; padding: 3px 2px 0;
+  font-variant-numeric: tabular-nums; }
+.ms-label b { font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+</style>"""
+
+
+def _picture(thumb: bytes | None, alt: str) -> str:
+    return (f'<img src="{data_uri(thumb)}" alt="{escape(alt)}" loading="lazy">' if thumb
+            else '<div class="ms-blank"></div>')
+
+
+def named_tiles(tiles: list[dict]) -> str:
+    """Tiles of units of any layer or model: {href, name, value (short text), title, thumb (bytes or None)}."""
+    parts = [NAMED_STYLE, '<div class="ms-named-grid">']
+    for t in tiles:
+        parts.append(f'<a class="ms-named" href="{escape(t["href"])}" target="_self" title="{escape(t["title"])}">'
+                     f'{_picture(t["thumb"], t["name"])}<div class="ms-label"><b>{escape(t["name"])}</b>'
+                     f'<span>{escape(t["value"])}</span></div></a>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def pairs(items: list[dict]) -> str:
+    """Matched pairs side by side: {a, b: {href, name, thumb}, value (short text), title}."""
+    parts = [NAMED_STYLE, '<div class="ms-pair-grid">']
+    for p in items:
+        sides = "".join(f'<a href="{escape(s["href"])}" target="_self">{_picture(s["thumb"], s["name"])}</a>'
+                        for s in (p["a"], p["b"]))
+        parts.append(f'<div class="ms-pair" title="{escape(p["title"])}"><div class="ms-two">{sides}</div>'
+                     f'<div class="ms-label"><b>{escape(p["a"]["name"])} ↔ {escape(p["b"]["name"])}</b>'
+                     f'<span>{escape(p["value"])}</span></div></div>')
+    parts.append("</div>")
+    return "".join(parts)

@@ -1,7 +1,7 @@
 """The URL scheme, in one place: page files, relative hrefs for HTML blocks, ids and deep links.
 
 Hrefs are relative (`unit?model=...`), as Streamlit's own page links are, so they work under a
-`server.baseUrlPath` too: every page lives at the same level (`/`, `/model`, `/layer`, `/unit`, `/search`).
+`server.baseUrlPath` too: every page lives at the same level (`/`, `/model`, `/layer`, `/unit`, `/search`, `/compare`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ PAGES = {
     "layer": "app_pages/layer.py",
     "unit": "app_pages/unit.py",
     "search": "app_pages/search.py",
+    "compare": "app_pages/compare.py",
 }
 
 
@@ -31,6 +32,15 @@ def href(page: str, query: dict[str, str] | None = None) -> str:
     """A relative link to one of the app's pages, with every value URL-encoded."""
     path = "./" if page == "models" else page
     return f"{path}?{urlencode(query)}" if query else path
+
+
+def side(model: str, layer: str) -> str:
+    """One side of the compare view: `MODEL@LAYER` (layer names never hold '@'; model ids may)."""
+    return f"{model}@{layer}"
+
+
+def compare_params(model_a: str, layer_a: str, model_b: str, layer_b: str) -> dict[str, str]:
+    return {"a": side(model_a, layer_a), "b": side(model_b, layer_b)}
 
 
 def unit_href(model: str, layer: str, unit: int, **extra) -> str:

@@ -96,6 +96,13 @@ def parser() -> argparse.ArgumentParser:
     unit.add_argument("--images", type=Path, metavar="DIR", help="also write the unit's images into DIR as PNG")
     _store_arg(unit)
 
+    compare = sub.add_parser("compare", help="match the units of two layers one to one by how alike they respond")
+    for side in ("a", "b"):
+        compare.add_argument(f"model_{side}", metavar=f"MODEL_{side.upper()}")
+        compare.add_argument(f"layer_{side}", metavar=f"LAYER_{side.upper()}")
+    compare.add_argument("--json", action="store_true", help="print JSON")
+    _store_arg(compare)
+
     for name, text in (("serve", "open the dashboard on a store"),
                        ("demo", "build the demo store if there is none, then open the dashboard")):
         s = sub.add_parser(name, help=text)
@@ -184,17 +191,25 @@ def cmd_info(args) -> None:
         print(f"  {m['model']}: {len(m['layers'])} layers, {m['units']} units ({per})")
 
 
+def _stored_layer(store, model_id: str, name: str) -> dict:
+    """The layer row of a model in the store (by name or alias), or one line saying what is there instead."""
+    from store import StoreError
+
+    if store.model(model_id) is None:
+        known = ", ".join(m["model_id"] for m in store.models())
+        raise StoreError(f"model {model_id!r} is not in the store; it holds: {known}")
+    layer = store.layer(model_id, name)
+    if layer is None:
+        raise StoreError(f"model {model_id} has no layer {name!r}")
+    return layer
+
+
 def cmd_unit(args) -> None:
     from store import StoreError
     from store.queries import Store
 
     store = Store(args.store)
-    if store.model(args.model) is None:
-        known = ", ".join(m["model_id"] for m in store.models())
-        raise StoreError(f"model {args.model!r} is not in the store; it holds: {known}")
-    layer = store.layer(args.model, args.layer)
-    if layer is None:
-        raise StoreError(f"model {args.model} has no layer {args.layer!r}")
+    layer = _stored_layer(store, args.model, args.layer)
     if not 0 <= args.unit < layer["units"]:
         raise StoreError(f"unit {args.unit} is out of range for {args.model}@{layer['layer']} "
                          f"(units 0-{layer['units'] - 1})")
@@ -214,6 +229,31 @@ def cmd_unit(args) -> None:
             print(f"  top {ex['rank']:2d}: {ex['activation']:8.3f}  {ex['image_source']}")
     if args.images:
         print(f"  wrote {len(record['images'])} PNG files into {args.images}")
+
+
+def cmd_compare(args) -> None:
+    from store import StoreError
+    from store.queries import Store
+
+    store = Store(args.store)
+    a = _stored_layer(store, args.model_a, args.layer_a)["layer"]
+    b = _stored_layer(store, args.model_b, args.layer_b)["layer"]
+    result = store.compare_layers(args.model_a, a, args.model_b, b)
+    if not result["pairs"]:
+        missing = [f"{m}@{name}" for m, name in ((args.model_a, a), (args.model_b, b))
+                   if name not in store.sampled_layers(m)]
+        raise StoreError(f"no responses of {missing[0]} are stored: compute them with `microscope precompute "
+                         f"{missing[0].rsplit('@', 1)[0]} --techniques similar`" if missing else
+                         f"{args.model_a}@{a} and {args.model_b}@{b} were shown no dataset images in common")
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    cka = "n/a" if result["cka"] is None else f"{result['cka']:.3f}"
+    print(f"{args.model_a}@{a} ({result['units_a']} units) vs {args.model_b}@{b} ({result['units_b']} units): "
+          f"{result['good']} of {len(result['pairs'])} matched pairs correlate at least {result['good_match']}; "
+          f"linear CKA {cka}")
+    for pair in result["pairs"][:10]:
+        print(f"  {pair['a']:5d} -> {pair['b']:5d}  {pair['score']:.3f}")
 
 
 def write_unit_images(store, model_id: str, layer: str, unit: int, folder: Path) -> list[str]:
@@ -344,7 +384,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "entry": cmd_entry, "precompute": cmd_precompute, "ingest": cmd_ingest,
-            "info": cmd_info, "unit": cmd_unit, "serve": cmd_serve, "demo": cmd_demo}
+            "info": cmd_info, "unit": cmd_unit, "compare": cmd_compare, "serve": cmd_serve, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,14 +41,6 @@ def neighbours(key: data.StoreKey, model_id: str, layer: str, unit: int) -> list
     return data.open_store(*key).unit_circuits(model_id, layer, unit)
 
 
-@st.cache_data(max_entries=256, ttl=600, show_spinner=False)
-def pictures(key: data.StoreKey, model_id: str, layer: str, units: tuple[int, ...]) -> dict[int, bytes]:
-    """Each unit's channel feature visualisation where rendered, else the crop of its top dataset example."""
-    store = data.open_store(*key)
-    return {**store.thumbnails(model_id, layer, list(units)), **store.thumbnails(model_id, layer, list(units),
-                                                                                  "channel")}
-
-
 def kernel_png(kernel: np.ndarray, vmax: float) -> bytes:
     """A kernel as a small picture: red for positive weights, blue for negative, white for zero, on one scale
     shared by every kernel on the page so that their strengths compare."""
@@ -76,7 +68,7 @@ def tiles(key: data.StoreKey, model_id: str, layer: str, unit: int, came: str) -
     for group in dict.fromkeys((r["direction"], r["other_layer"]) for r in rows):
         members = [r for r in rows if (r["direction"], r["other_layer"]) == group]
         vmax = max(float(np.abs(kernels[id(r)]).max()) for r in members)
-        thumbs = pictures(key, model_id, group[1], tuple(sorted(r["other_unit"] for r in members)))
+        thumbs = data.unit_pictures(key, model_id, group[1], tuple(sorted(r["other_unit"] for r in members)))
         out[group] = [{
             "href": links.unit_href(model_id, r["other_layer"], r["other_unit"], view=NAME, came=came),
             "name": f"{layer_label(layers, r['other_layer'])}:{r['other_unit']}", "weight": r["weight"],

@@ -50,6 +50,15 @@ class SimilarQueries(Reader):
             WHERE s.model_id = $a AND s.other_model = $b ORDER BY la.position, lb.position
         """, {"a": model_a, "b": model_b})
 
+    def closest_layer(self, model_id: str, layer: str) -> tuple[str, str] | None:
+        """The layer of another model (else of this one) whose CKA with this layer is highest."""
+        rows = self._rows("""
+            SELECT other_model, other_layer FROM layer_similarity
+            WHERE model_id = $model AND layer = $layer AND NOT (other_model = $model AND other_layer = $layer)
+            ORDER BY other_model = $model, cka DESC, other_model, other_layer LIMIT 1
+        """, {"model": model_id, "layer": layer})
+        return (rows[0]["other_model"], rows[0]["other_layer"]) if rows else None
+
     def sampled_layers(self, model_id: str) -> list[str]:
         """The model's layers with sampled responses (those the compare view can match), in network order."""
         return [r["layer"] for r in self._rows("""

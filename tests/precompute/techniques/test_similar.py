@@ -121,3 +121,18 @@ def test_the_response_sample_is_spread_over_the_dataset_in_order():
     chosen = indices[sample(indices, 100)]
     assert len(chosen) == 100 and (np.diff(chosen) > 0).all() and chosen[0] == 0 and chosen[-1] == 9_999
     assert sorted(indices[sample(indices[:50], 100)]) == sorted(indices[:50])  # all, when they fit
+
+
+def test_compare_on_the_command_line_prints_the_matching_as_json_and_refuses_unknown_layers(planted_store):
+    def compare(*args):
+        return subprocess.run([sys.executable, "-m", "precompute.cli", "compare", *args, "--store",
+                               str(planted_store)], capture_output=True, text=True)
+
+    out = compare("build", "0", "build_permuted", "0", "--json")
+    assert out.returncode == 0, out.stderr
+    pairs = json.loads(out.stdout)["pairs"]
+    assert {(p["a"], p["b"]) for p in pairs if p["a"] not in (1, 6)} == {
+        (i, PERMUTATION[i]) for i in range(8) if i not in (1, 6)}
+    assert all(set(p) == {"a", "b", "score"} for p in pairs)
+    bad = compare("build", "9", "build_permuted", "0")
+    assert bad.returncode != 0 and bad.stderr.strip() == "microscope: error: model build has no layer '9'"
