@@ -60,13 +60,15 @@ def standardise(values: np.ndarray) -> np.ndarray:
 
 
 def blocks_from(frame: pd.DataFrame) -> list[Block]:
-    """Blocks from rows of (model_id, layer, run_id, dataset, images, unit, responses), responses float16 bytes."""
+    """Blocks from rows of (model_id, layer, run_id, dataset, images, unit, responses), responses float16 bytes:
+    one per layer and image sample (a layer's runs over the same images make one block)."""
     out = []
-    for (model_id, layer, _run), rows in frame.groupby(["model_id", "layer", "run_id"], sort=False):
+    frame = frame.assign(sample=[hash(tuple(i)) for i in frame["images"]])
+    for _, rows in frame.groupby(["model_id", "layer", "dataset", "sample"], sort=False):
         first = rows.iloc[0]
         values = np.stack([np.frombuffer(r, dtype="<f2") for r in rows["responses"]]).astype(np.float32)
-        out.append(Block(model_id, layer, first["dataset"], np.asarray(first["images"], dtype=np.int64),
-                         rows["unit"].to_numpy(np.int64), values))
+        out.append(Block(first["model_id"], first["layer"], first["dataset"],
+                         np.asarray(first["images"], dtype=np.int64), rows["unit"].to_numpy(np.int64), values))
     return out
 
 
@@ -95,39 +97,46 @@ def _strongest(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], cols[keep]
 
 
+def _scope(a: Block, b: Block) -> tuple[str, str]:
+    """Where b's units stand from a's: (scope, other model); neighbours are kept per scope and other model."""
+    if b.model_id != a.model_id:
+        return "store", b.model_id
+    return ("layer" if b.layer == a.layer else "model"), a.model_id
+
+
 def neighbours_and_cka(blocks: list[Block], top: int = TOP, progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Candidate neighbours (at most `top` per unit and other block, before the final cut per scope) and the
-    per-layer-pair sums of squared correlations that CKA is made of."""
+    """Each unit's `top` most similar units per scope (and other model), strongest first, and for every
+    ordered pair of layers the sum of their squared correlations (the Frobenius norms CKA is made of)."""
     found: list[pd.DataFrame] = []
     sums: dict[tuple, float] = {}
-    for i, a in enumerate(tqdm(blocks, desc="finding similar units", unit="run", disable=not progress)):
-        for b in blocks[i:]:
+    for a in tqdm(blocks, desc="finding similar units", unit="layer", disable=not progress):
+        buckets: dict[tuple[str, str], list] = {}
+        for b in blocks:
             scores = correlations(a, b)
             if scores is None:
                 continue
-            if a is b:
-                np.fill_diagonal(scores, np.nan)
-            ka, kb = (a.model_id, a.layer), (b.model_id, b.layer)
-            key = (ka, kb) if ka <= kb else (kb, ka)
             squares = float(np.nansum(scores.astype(np.float64) ** 2))
-            if a is b:  # the diagonal (each live unit with itself, correlation 1) belongs to ||C_aa|| too
-                squares += float(np.isfinite(a.standardised()[:, 0]).sum())
-            elif ka == kb:  # two runs of one layer: their block stands on both sides of the diagonal
-                squares *= 2
+            if a is b:  # a unit is not its own neighbour; its correlation 1 with itself still counts for CKA
+                np.fill_diagonal(scores, np.nan)
+            key = ((a.model_id, a.layer), (b.model_id, b.layer))
             sums[key] = sums.get(key, 0.0) + squares
-            for x, y, s in ((a, b, scores), (b, a, scores.T)) if a is not b else ((a, b, scores),):
-                rows, cols = _strongest(s, top)
-                found.append(pd.DataFrame({
-                    "model_id": x.model_id, "layer": x.layer, "unit": x.units[rows].astype(np.int32),
-                    "other_model": y.model_id, "other_layer": y.layer, "other_unit": y.units[cols].astype(np.int32),
-                    "score": s[rows, cols].astype(np.float64)}))
+            buckets.setdefault(_scope(a, b), []).append((b, scores))
+        for (scope, other_model), members in buckets.items():
+            scores = np.hstack([m[1] for m in members])
+            layers = np.concatenate([[m[0].layer] * len(m[0].units) for m in members])
+            units = np.concatenate([m[0].units for m in members])
+            rows, cols = _strongest(scores, top)
+            found.append(pd.DataFrame({
+                "model_id": a.model_id, "layer": a.layer, "unit": a.units[rows].astype(np.int32), "scope": scope,
+                "other_model": other_model, "other_layer": layers[cols], "other_unit": units[cols].astype(np.int32),
+                "score": scores[rows, cols].astype(np.float64)}))
     return (pd.concat(found, ignore_index=True) if found else pd.DataFrame(), sums)
 
 
 def cka_table(sums: dict[tuple, float]) -> pd.DataFrame:
     """Linear CKA of every pair of layers that share images, in both directions."""
     def total(x, y):
-        return sums.get((x, y) if x <= y else (y, x))
+        return sums.get((x, y))
 
     layers = sorted({x for pair in sums for x in pair})
     rows = []
@@ -176,17 +185,13 @@ RESPONSES = """
     ORDER BY r.model_id, l.position, r.run_id, r.unit
 """
 
-# The strongest `top` per unit and scope (per other model in scope 'store'), ties broken by name.
+# Ranks within each unit's scope and other model, ties broken by name.
 KEEP = """
     INSERT INTO similar_units BY NAME
     SELECT model_id, layer, unit, scope, rank - 1 AS rank, other_model, other_layer, other_unit, score
-    FROM (SELECT *, row_number() OVER (
-                 PARTITION BY model_id, layer, unit, scope, CASE WHEN scope = 'store' THEN other_model END
-                 ORDER BY score DESC, other_model, other_layer, other_unit) AS rank
-          FROM (SELECT *, CASE WHEN other_model <> model_id THEN 'store' WHEN other_layer <> layer THEN 'model'
-                               ELSE 'layer' END AS scope
-                FROM candidates))
-    WHERE rank <= $top
+    FROM (SELECT *, row_number() OVER (PARTITION BY model_id, layer, unit, scope, other_model
+                                       ORDER BY score DESC, other_layer, other_unit) AS rank
+          FROM candidates)
 """
 
 
@@ -196,7 +201,7 @@ def derive(con, top: int = TOP, progress: bool = False) -> None:
     candidates, sums = neighbours_and_cka(blocks, top, progress)
     if len(candidates):
         con.register("candidates", candidates)
-        con.execute(KEEP, {"top": top})
+        con.execute(KEEP)
         con.unregister("candidates")
     cka = cka_table(sums)
     if len(cka):
