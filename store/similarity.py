@@ -59,16 +59,19 @@ def standardise(values: np.ndarray) -> np.ndarray:
     return z
 
 
-def blocks_from(frame: pd.DataFrame) -> list[Block]:
-    """Blocks from rows of (model_id, layer, run_id, dataset, images, unit, responses), responses float16 bytes:
-    one per layer and image sample (a layer's runs over the same images make one block)."""
+def blocks_from(samples: pd.DataFrame, responses: pd.DataFrame) -> list[Block]:
+    """Blocks from the runs' samples (run_id, dataset, images) and the units' rows (model_id, layer, run_id, unit,
+    responses as float16 bytes): one block per layer and image sample, so that a layer's runs over the same
+    images make one block."""
+    sample_of = {r.run_id: (r.dataset, tuple(r.images)) for r in samples.itertuples(index=False)}
+    responses = responses.assign(sample=responses["run_id"].map(lambda run: hash(sample_of[run])))
     out = []
-    frame = frame.assign(sample=[hash(tuple(i)) for i in frame["images"]])
-    for _, rows in frame.groupby(["model_id", "layer", "dataset", "sample"], sort=False):
+    for _, rows in responses.groupby(["model_id", "layer", "sample"], sort=False):
         first = rows.iloc[0]
-        values = np.stack([np.frombuffer(r, dtype="<f2") for r in rows["responses"]]).astype(np.float32)
-        out.append(Block(first["model_id"], first["layer"], first["dataset"],
-                         np.asarray(first["images"], dtype=np.int64), rows["unit"].to_numpy(np.int64), values))
+        dataset, images = sample_of[first["run_id"]]
+        values = np.frombuffer(b"".join(rows["responses"]), dtype="<f2").reshape(len(rows), -1).astype(np.float32)
+        out.append(Block(first["model_id"], first["layer"], dataset, np.asarray(images, dtype=np.int64),
+                         rows["unit"].to_numpy(np.int64), values))
     return out
 
 
@@ -178,10 +181,10 @@ def match(a: list[Block], b: list[Block]) -> dict:
 
 # ---- the derived tables, built by ingest ----------------------------------------------------------------
 
+SAMPLES = "SELECT run_id, dataset, images FROM response_images"
 RESPONSES = """
-    SELECT r.model_id, r.layer, r.run_id, i.dataset, i.images, r.unit, r.responses
-    FROM unit_responses r JOIN response_images i ON i.run_id = r.run_id
-    JOIN layers l ON l.model_id = r.model_id AND l.layer = r.layer
+    SELECT r.model_id, r.layer, r.run_id, r.unit, r.responses
+    FROM unit_responses r JOIN layers l ON l.model_id = r.model_id AND l.layer = r.layer
     ORDER BY r.model_id, l.position, r.run_id, r.unit
 """
 
@@ -197,7 +200,7 @@ KEEP = """
 
 def derive(con, top: int = TOP, progress: bool = False) -> None:
     """Fills `similar_units` and `layer_similarity` from every unit's sampled responses in the store."""
-    blocks = blocks_from(con.execute(RESPONSES).df())
+    blocks = blocks_from(con.execute(SAMPLES).df(), con.execute(RESPONSES).df())
     candidates, sums = neighbours_and_cka(blocks, top, progress)
     if len(candidates):
         con.register("candidates", candidates)

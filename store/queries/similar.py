@@ -23,11 +23,12 @@ class SimilarQueries(Reader):
         """, {"model": model_id, "layer": layer, "unit": unit})
 
     def _blocks(self, model_id: str, layer: str) -> list[similarity.Block]:
-        return similarity.blocks_from(self._frame("""
-            SELECT r.model_id, r.layer, r.run_id, i.dataset, i.images, r.unit, r.responses
-            FROM unit_responses r JOIN response_images i ON i.run_id = r.run_id
-            WHERE r.model_id = $model AND r.layer = $layer ORDER BY r.run_id, r.unit
-        """, {"model": model_id, "layer": layer}))
+        where = {"model": model_id, "layer": layer}
+        return similarity.blocks_from(
+            self._frame("SELECT run_id, dataset, images FROM response_images WHERE model_id = $model "
+                        "AND layer = $layer", where),
+            self._frame("SELECT model_id, layer, run_id, unit, responses FROM unit_responses "
+                        "WHERE model_id = $model AND layer = $layer ORDER BY run_id, unit", where))
 
     def compare_layers(self, model_a: str, layer_a: str, model_b: str, layer_b: str) -> dict:
         """The one-to-one matching of layer a's units to layer b's (similarity.match), with how many units each
