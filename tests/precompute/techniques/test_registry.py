@@ -10,9 +10,10 @@ from store.ingest import schema_sql
 
 
 def test_registry_order_and_default():
-    assert list(TECHNIQUES) == ["stats", "dataset", "tuning", "featurevis", "circuits"]
-    assert DEFAULT_TECHNIQUES == ("stats", "dataset", "tuning", "circuits")
-    assert [name for name, t in TECHNIQUES.items() if t.shares_pass] == ["stats", "dataset"]
+    assert list(TECHNIQUES) == ["stats", "dataset", "tuning", "featurevis", "circuits", "classes"]
+    assert DEFAULT_TECHNIQUES == ("stats", "dataset", "tuning", "circuits", "classes")
+    assert [name for name, t in TECHNIQUES.items() if t.shares_pass] == ["stats", "dataset", "classes"]
+    assert [name for name, t in TECHNIQUES.items() if t.shares_pass and t.needs_predictions] == ["classes"]
 
 
 def test_every_technique_declares_its_contract():
