@@ -298,7 +298,7 @@ def test_prev_next_keep_the_lens_and_heat_switch(store_env):
 def test_lens_registry_is_the_only_place_that_names_lenses():
     from dashboard.lenses import DEFAULT, LENSES, Lens
 
-    assert list(LENSES) == ["dataset", "featurevis", "stats", "tuning", "circuits"] and DEFAULT in LENSES
+    assert list(LENSES) == ["dataset", "featurevis", "stats", "tuning", "circuits", "classes"] and DEFAULT in LENSES
     for name, lens in LENSES.items():
         assert isinstance(lens, Lens) and lens.NAME == name and lens.LABEL and callable(lens.render)
     assert LENSES["dataset"].KEEP == ("heat",) and LENSES["circuits"].KEEP == ("source",)
