@@ -118,7 +118,7 @@ def test_unit_page_stats_lens(store_env):
     assert '"type":"log"' in spec.replace(" ", "") and "spatial-max activation" in spec and "images (log)" in spec
     assert "fraction of images &gt; 0" in html(at) and "dead (same response to every image)" in html(at)
     frame = at.dataframe[0].value
-    assert sorted(frame["technique"]) == ["circuits", "dataset", "stats", "tuning"]
+    assert sorted(frame["technique"]) == ["circuits", "classes", "dataset", "stats", "tuning"]
     assert at.code[0].value.endswith("&view=stats")
 
 
