@@ -20,8 +20,14 @@ import numpy as np
 import pyarrow as pa
 
 from precompute.dataset_pass import LayerRecord
-from precompute.linear_paths import CircuitError, NoClassifier, NotLinearPath, classifier_output, strongest, \
-    uniform_responses
+from precompute.linear_paths import (
+    CircuitError,
+    NoClassifier,
+    NotLinearPath,
+    classifier_output,
+    strongest,
+    uniform_responses,
+)
 from precompute.models import imagenet_labels
 from precompute.techniques.base import PassTechnique
 from store.errors import one_line
