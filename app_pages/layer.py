@@ -16,8 +16,9 @@ params.canonical(links.params(model["model_id"], layer["layer"]))
 mid, name = model["model_id"], layer["layer"]
 
 st.title(f"{mid}@{name}", anchor=False)
-st.caption("Every unit of this layer, shown by the image patch that excites it most. Sort and filter by the "
-           "unit statistics; click a unit for its examples, heatmaps and histogram.")
+st.caption("Every unit of this layer, shown by the image patch that excites it most (and, where class votes "
+           "are computed, the class it raises most: ↑). Sort and filter by the unit statistics; click a unit for "
+           "its examples, heatmaps and histogram.")
 facts = [f"alias `{layer['alias']}`" if layer["alias"] else None, f"{layer['units']:,} units",
          f"map {layer['height']}×{layer['width']}", f"receptive field {layer['rf_px']} px",
          f"{layer['dead_units']:,} dead"]
@@ -75,6 +76,7 @@ show = st.segmented_control("Thumbnails", ["featurevis", "dataset"], key="thumbs
                             default="featurevis" if rendered else "dataset", required=True,
                             help="featurevis: the image optimised for the unit; dataset: its top dataset crop")
 thumbs = {**data.thumbnails(key, mid, name, layer["units"]), **(rendered if show == "featurevis" else {})}
+votes = data.layer_votes(key, mid, name)  # each tile names the class its unit raises most, where computed
 top.caption(f"{len(shown):,} of {len(units):,} units match · page {page} of {pages} · showing "
             f"{len(chunk):,} units")
 if chunk.empty:
@@ -82,7 +84,7 @@ if chunk.empty:
 else:
     st.html(html.gallery([
         {"href": links.unit_href(mid, name, int(r.unit)), "unit": int(r.unit), "max": r.max, "dead": bool(r.dead),
-         "thumb": thumbs.get(int(r.unit))}
+         "thumb": thumbs.get(int(r.unit)), "vote": votes.get(int(r.unit))}
         for r in chunk.itertuples(index=False)
     ]))
 visuals = data.layer_visuals(key, mid, name)

@@ -1,14 +1,16 @@
 """Search: jump to a unit by its id, or to a layer; Microscope-style `layer:unit` within a chosen model; find
-units by tuning. Its whole state is in the URL (`q`, `model` and the tuning filters): a search is a link."""
+units by tuning or by the class they vote for (`class:espresso`). Its whole state is in the URL (`q`, `model`, the
+tuning filters, `votes`): a search is a link."""
 
 import streamlit as st
 
-from dashboard import data, links, search, tuning_search, url_widgets
+from dashboard import class_search, data, links, search, tuning_search, url_widgets
 
 key = data.store_key()
 st.title("Search", anchor=False)
 st.caption("Go to a unit by its id: `model@layer:unit`, or `layer:unit` in the chosen model, where the layer is "
-           "its name or alias (`b3:12`). A layer name alone opens its gallery.")
+           "its name or alias (`b3:12`). A layer name alone opens its gallery; `class:espresso` lists the units "
+           "that vote for a class.")
 
 models = [m["model_id"] for m in data.models(key)]
 if not models:
@@ -23,7 +25,8 @@ with cols[1].form("search", border=False):
     text = url_widgets.text(inner[0], "Unit or layer", "q", placeholder="b3:12")
     submitted = inner[1].form_submit_button("Go", icon=":material/search:", width="stretch")
 
-if submitted or text:
+votes = class_search.from_query(text)  # `class:espresso`: the class-vote search below answers it
+if (submitted or text) and votes is None:
     result = search.resolve(key, text, model)
     if result.page and submitted:
         st.switch_page(links.PAGES[result.page], query_params=result.query)
@@ -41,3 +44,4 @@ with st.expander(f"Layers of {model}", expanded=not text):
                             for layer in data.layers(key, model)))
 
 tuning_search.render(key, model, model_changed)
+class_search.render(key, votes)

@@ -14,7 +14,8 @@ requested = st.query_params.get("view")
 st.header(ref.id, anchor=False)
 st.caption(f"Unit {ref.unit} of layer {name}: one channel of its activation map. The lenses show what makes it "
            "fire (dataset examples with heatmaps, images optimised for it, responses to synthetic stimuli) and how "
-           "it fires (activation statistics), and which units feed it and which it feeds (circuits).")
+           "it fires (activation statistics), which units feed it and which it feeds (circuits), which units "
+           "respond alike in any model of the store (similar), and which classes it votes for (classes).")
 if embed:
     st.markdown(f"[Open in Microscope]({links.deep_link(st.context.url, links.params(mid, name, ref.unit))})")
 else:

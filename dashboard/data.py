@@ -149,6 +149,12 @@ def circuit_paths(key: StoreKey, model_id: str, layer: str) -> list[dict]:
     return _store(key).circuit_paths(model_id, layer)
 
 
+@st.cache_data(max_entries=16, ttl=600, show_spinner=False)
+def layer_votes(key: StoreKey, model_id: str, layer: str) -> dict[int, dict]:
+    """Each unit's strongest class vote (the layer gallery's class column); empty without class votes."""
+    return _store(key).layer_votes(model_id, layer)
+
+
 def unit_examples(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:
     """Not cached here: `dashboard.examples` caches what it renders from these rows."""
     return _store(key).unit_examples(model_id, layer, unit)

@@ -20,6 +20,8 @@ STYLE = """
 .ms-tile .ms-label b { font-weight: 600; }
 .ms-tile .ms-label span { opacity: .7; font-variant-numeric: tabular-nums; }
 .ms-tile.ms-dead { opacity: .45; }
+.ms-tile .ms-vote { font-size: 11px; padding: 0 2px; opacity: .8; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
 .ms-ex-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 10px; }
 .ms-ex { margin: 0; }
 .ms-ex img { width: 100%; aspect-ratio: 1; display: block; border-radius: 4px; }
@@ -58,16 +60,21 @@ def number(value) -> str:
 
 
 def gallery(tiles: list[dict]) -> str:
-    """Tiles: {href, unit, max, dead, thumb (bytes or None)}."""
+    """Tiles: {href, unit, max, dead, thumb (bytes or None)}, and optionally `vote`: the unit's strongest class
+    vote ({index, label, weight}), shown under the tile."""
     parts = ['<div class="ms-grid">']
     for t in tiles:
         value = "dead" if t["dead"] else number(t["max"])
         picture = (f'<img src="{data_uri(t["thumb"])}" alt="unit {t["unit"]}" loading="lazy">' if t["thumb"]
                    else '<div class="ms-blank"></div>')
+        vote = t.get("vote")
+        name = (vote["label"] or f"class {vote['index']}") if vote else ""
+        title = f"unit {t['unit']} · max activation {value}" + (f" · votes most for {name}" if vote else "")
         parts.append(
             f'<a class="ms-tile{" ms-dead" if t["dead"] else ""}" href="{escape(t["href"])}" target="_self" '
-            f'title="unit {t["unit"]} · max activation {value}">{picture}'
-            f'<div class="ms-label"><b>{t["unit"]}</b><span>{value}</span></div></a>')
+            f'title="{escape(title)}">{picture}'
+            f'<div class="ms-label"><b>{t["unit"]}</b><span>{value}</span></div>'
+            + (f'<div class="ms-vote">↑ {escape(name)}</div>' if vote else "") + '</a>')
     parts.append("</div>")
     return "".join(parts)
 

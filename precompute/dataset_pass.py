@@ -1,6 +1,7 @@
 """One streaming pass over a dataset that records, for every unit of every requested layer at once, what
 the `stats` and `dataset` techniques need: running moments, a bounded reservoir of per-image responses,
-and the top-k / bottom-k images with their argmax position and the activation map around it.
+and the top-k / bottom-k images with their argmax position and the activation map around it; and, where a
+technique asks for them (`classes`), the class the model predicts for each kept image.
 
 Memory is bounded by the layer sizes, k and the reservoir size, never by the dataset's length.
 """
@@ -69,21 +70,25 @@ class Extremes:
     list, in one batched gather. Ties keep the earlier image (stable), so batch boundaries do not matter.
     """
 
-    def __init__(self, k: int, units: int, cells: int, sign: float, device):
+    def __init__(self, k: int, units: int, cells: int, sign: float, device, predictions: bool = False):
         self.sign = sign
         self.value = torch.full((k, units), -math.inf, device=device)  # sign * activation
         self.index = torch.full((k, units), -1, dtype=torch.long, device=device)
         self.pos = torch.zeros((k, units), dtype=torch.long, device=device)
         self.heat = torch.zeros((k, units, cells, cells), dtype=torch.float16, device=device)
+        # The model's top-1 class for each kept image (-1: none), carried like `index`; None when not asked for.
+        self.pred = torch.full((k, units), -1, dtype=torch.long, device=device) if predictions else None
 
     def update(self, value: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, flat: torch.Tensor,
-               window: Window) -> None:
+               window: Window, pred: torch.Tensor | None = None) -> None:
         k, cells = self.value.shape[0], self.heat.shape[-1]
         values = torch.cat([self.value, self.sign * value])
         best = torch.sort(values, dim=0, descending=True, stable=True).indices[:k]  # (k, units)
         self.value = values.gather(0, best)
         self.index = torch.cat([self.index, index[:, None].expand_as(value)]).gather(0, best)
         self.pos = torch.cat([self.pos, pos]).gather(0, best)
+        if self.pred is not None and pred is not None:
+            self.pred = torch.cat([self.pred, pred[:, None].expand_as(value)]).gather(0, best)
         kept = best.clamp(max=k - 1)[:, :, None, None].expand(-1, -1, cells, cells)
         self.heat = self.heat.gather(0, kept)
         rank, unit = (best >= k).nonzero(as_tuple=True)
@@ -99,7 +104,8 @@ class Extremes:
 class LayerRecord:
     """Everything one layer's units accumulate over the pass."""
 
-    def __init__(self, units: int, window: Window, k: int, reservoir: int, seed: int, device):
+    def __init__(self, units: int, window: Window, k: int, reservoir: int, seed: int, device,
+                 predictions: bool = False):
         self.window = window
         self.count = 0
         self.total = torch.zeros(units, dtype=torch.float64, device=device)
@@ -107,15 +113,17 @@ class LayerRecord:
         self.min = torch.full((units,), math.inf, dtype=torch.float64, device=device)
         self.max = torch.full((units,), -math.inf, dtype=torch.float64, device=device)
         self.positive = torch.zeros(units, dtype=torch.long, device=device)
-        self.top = Extremes(k, units, window.cells, +1.0, device)
-        self.bottom = Extremes(k, units, window.cells, -1.0, device)
+        self.top = Extremes(k, units, window.cells, +1.0, device, predictions)
+        self.bottom = Extremes(k, units, window.cells, -1.0, device, predictions)
+        self.classes: int | None = None  # the model's number of output classes, once predictions were seen
         # Reservoir sample (Vitter's algorithm R) of whole images: exact quantiles while the dataset fits.
         self.res_value = np.zeros((reservoir, units), dtype=np.float32)
         self.res_pos = np.zeros((reservoir, units), dtype=np.int32)
         self.res_index = np.zeros(reservoir, dtype=np.int64)
         self.rng = np.random.default_rng(seed)
 
-    def update(self, maps: torch.Tensor, index: torch.Tensor) -> None:
+    def update(self, maps: torch.Tensor, index: torch.Tensor, logits: torch.Tensor | None = None) -> None:
+        """`logits`: the model's (batch, classes) output for the batch, where predictions were asked for."""
         maps = maps.float()
         b, c, h, w = maps.shape
         flat = maps.flatten(2)
@@ -127,8 +135,11 @@ class LayerRecord:
         self.min = torch.minimum(self.min, v64.min(0).values)
         self.max = torch.maximum(self.max, v64.max(0).values)
         self.positive += (value > 0).sum(0)
-        self.top.update(value, index, pos, flat, self.window)
-        self.bottom.update(value, index, pos, flat, self.window)
+        pred = None
+        if logits is not None:
+            pred, self.classes = logits.argmax(dim=1), int(logits.shape[1])
+        self.top.update(value, index, pos, flat, self.window, pred)
+        self.bottom.update(value, index, pos, flat, self.window, pred)
         self._sample(value.cpu().numpy(), pos.cpu().numpy(), index.cpu().numpy())
 
     def _sample(self, value: np.ndarray, pos: np.ndarray, index: np.ndarray) -> None:
@@ -180,19 +191,29 @@ def normalise(images: list, mean, std) -> torch.Tensor:
 
 def dataset_pass(model, spec: ModelSpec, layers: list[str], geometry: dict[str, Geometry], dataset: Dataset,
                  device, k: int, reservoir: int, seed: int, batch_size: int = 32,
-                 progress: bool = True) -> dict[str, LayerRecord]:
+                 progress: bool = True, predictions: bool = False) -> dict[str, LayerRecord]:
+    """With `predictions`, the pass runs the whole model (not only up to the deepest layer) and each kept
+    image carries the model's top-1 class, where the model outputs (batch, classes) logits."""
     records = {
         name: LayerRecord(spec.layer(name).units, Window.for_layer(geometry[name], spec.input_size), k,
-                          reservoir, seed, device)
+                          reservoir, seed, device, predictions)
         for name in layers
     }
     bar = tqdm(total=len(dataset), desc=f"dataset pass ({len(layers)} layers)", unit="img", disable=not progress)
-    with capture(model, layers) as outputs, torch.inference_mode():
+    with capture(model, layers, stop_after_last=not predictions) as outputs, torch.inference_mode():
         for x, index in _batches(dataset, spec.input_size, spec.mean, spec.std, batch_size):
-            acts = run(model, x.to(device), outputs)
+            logits = None
+            if predictions:
+                outputs.clear()
+                out = model(x.to(device))
+                acts = dict(outputs)
+                if isinstance(out, torch.Tensor) and out.ndim == 2 and out.is_floating_point():
+                    logits = out
+            else:
+                acts = run(model, x.to(device), outputs)
             index = index.to(device)
             for name, record in records.items():
-                record.update(as_maps(acts[name]), index)
+                record.update(as_maps(acts[name]), index, logits)
             bar.update(len(index))
     bar.close()
     return records

@@ -491,3 +491,110 @@ def strongest(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((np.arange(len(row)), row))
     negative = [i for i in order[:k] if row[i] < 0]
     return np.asarray(positive, dtype=np.int64), np.asarray(negative, dtype=np.int64)
+
+
+# ---- responses to uniform maps: what a unit votes for ---------------------------------------------------------
+
+
+class NoClassifier(CircuitError):
+    """The model's output is not a (batch, classes) tensor of logits."""
+
+
+def classifier_output(model: nn.Module, input_size: int, device="cpu") -> str:
+    """The module whose output is the model's output: the innermost one whose forward returns the very tensor
+    the model returns (timm's `classifier` or `head.fc`, torchvision's `fc`, a factory's last Linear), else
+    the root module "" (a head that ends in a functional call, such as a flatten). Raises NoClassifier where the
+    output is not a (batch, classes) tensor."""
+    returned: list[tuple[str, object]] = []
+    handles = [module.register_forward_hook(lambda _m, _i, out, path=path: returned.append((path, out)))
+               for path, module in model.named_modules()]
+    training = model.training
+    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), torch.float32)
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, input_size, input_size, device=torch.device(device), dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or not out.is_floating_point():
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise NoClassifier(f"the model's output is {shape}, not a (batch, classes) tensor of logits: no class votes")
+    # Hooks fire innermost first, so the first module that returned the output tensor is the innermost.
+    return next(path for path, value in returned if value is out)
+
+
+def uniform_responses(model: nn.Module, source: str, target: str, input_size: int, device="cpu",
+                      units: list[int] | None = None, batch_floats: int = BATCH_FLOATS) -> np.ndarray:
+    """(target units, source units): the linearised change of each target unit (at the centre of its map; a
+    classifier's logits are 1x1) when one source unit's whole map rises by 1, the same at every position. That
+    is the sum of the expanded kernel over the whole source map, zero padding included: with global average
+    pooling and a linear head right after the source, the head's weight column (times any affine map between,
+    such as a folded batch norm). Computed by linearised forward passes, one per source unit (IMPULSE on its
+    channel everywhere, minus the pass at zero, over IMPULSE, as in _by_forward), not a backward pass per target
+    unit: a head has 1000 classes. `units`: the source units (all by default), in the order of the columns.
+    Raises CircuitError for a bad pair, NotLinearPath where the path is not linear (checked numerically too)."""
+    modules = dict(model.named_modules())
+    for name in (source, target):
+        if name not in modules:
+            raise CircuitError(f"no layer {name!r} in this model")
+    device = torch.device(device)
+    with _prepared(model) as where:
+        if source == target:  # the target itself: each unit moves only itself
+            dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), torch.float32)
+            with capture(model, [source]) as outputs, torch.no_grad():
+                image = torch.zeros(1, 3, input_size, input_size, device=device, dtype=dtype)
+                size = int(as_maps(forward(model, image, outputs)[source]).shape[1])
+            units = list(range(size)) if units is None else [int(u) for u in units]
+            return np.eye(size)[:, units]
+        runner = _Runner(model, source, target, input_size, device, where)
+        if runner.tokens:
+            raise CircuitError(f"layer {source} outputs a token sequence: class votes need convolution maps or vectors")
+        shape = runner.source_shape
+        channels = as_maps(torch.zeros(1, *shape)).shape[1]
+        units = list(range(channels)) if units is None else [int(u) for u in units]
+        bad = [u for u in units if not 0 <= u < channels]
+        if bad:
+            raise CircuitError(f"unit {bad[0]} is out of range for layer {source} (units 0-{channels - 1})")
+        dtype = runner.image.dtype
+        zero = _zeros(1, shape, device, dtype).requires_grad_(True)
+        with torch.enable_grad():  # activations that require grad are what Linearised checks for linearity
+            out = runner(zero)
+        cy, cx = out.shape[2] // 2, out.shape[3] // 2
+        base = out[0, :, cy, cx].detach().double()
+        per = max(1, batch_floats // max(1, math.prod(shape)))
+        columns = []
+        with torch.no_grad():
+            for start in range(0, len(units), per):
+                chunk = units[start:start + per]
+                rows = _zeros(len(chunk), shape, device, dtype)
+                as_maps(rows)[torch.arange(len(chunk), device=device), torch.tensor(chunk, device=device)] = IMPULSE
+                columns.append(((runner(rows)[:, :, cy, cx].double() - base) / IMPULSE).cpu())
+        responses = torch.cat(columns).T.numpy()  # (target units, source units)
+        _verify_uniform(runner, responses, units, (cy, cx), device)
+    return responses
+
+
+def _verify_uniform(runner: _Runner, responses: np.ndarray, units: list[int], centre, device) -> None:
+    """The linearised pass at 0, r and 2r, r a random uniform map on each of the source units, must be affine
+    with r's effect equal to the responses' dot product with r's levels: catches any nonlinearity the operation
+    lists miss, as _verify does for kernels."""
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    levels = torch.randn(len(units), generator=generator, dtype=torch.float64)
+    r = torch.zeros(1, *runner.source_shape, dtype=runner.image.dtype)
+    as_maps(r)[0, torch.tensor(units)] = levels.to(r.dtype)[:, None, None]
+    rows = torch.cat([torch.zeros_like(r), r, 2 * r]).to(device)
+    with torch.no_grad():
+        out = runner(rows)
+    y = out[:, :, centre[0], centre[1]].double().cpu().numpy()
+    if not (np.isfinite(y).all() and np.isfinite(responses).all()):  # NaN would pass every comparison below
+        raise CircuitError(f"the linearised path from {runner.source} to {runner.target} overflows "
+                           f"{runner.image.dtype} (its gains multiply with the nonlinearities set aside)")
+    effect, bend = y[1] - y[0], y[2] - 2 * y[1] + y[0]
+    predicted = responses @ levels.to(r.dtype).double().numpy()
+    scale = max(np.abs(predicted).max(initial=0.0), np.abs(effect).max(initial=0.0))
+    tolerance = 1e-3 * scale + 1e-5 * np.abs(y).max(initial=0.0) + 1e-12
+    if np.abs(bend).max(initial=0.0) > tolerance or np.abs(effect - predicted).max(initial=0.0) > tolerance:
+        raise NotLinearPath(f"not a linear path from {runner.source} to {runner.target}: the linearised pass is not "
+                            "affine (an operation Microscope does not recognise bends it)")

@@ -118,8 +118,11 @@ def run_pass_jobs(ctx: Context, jobs: list[Job]) -> None:
     req = ctx.request
     layers = list(dict.fromkeys(job.layer for job in jobs))
     started = time.time()
+    # The pass runs the model to its output only where a technique asks for the predictions (classes).
+    predictions = any(TECHNIQUES[job.technique].needs_predictions for job in jobs)
     records = dataset_pass(ctx.model, ctx.spec, layers, ctx.geometry, ctx.dataset, ctx.device, k=req.k,
-                           reservoir=req.reservoir, seed=req.seed, batch_size=req.batch_size, progress=req.progress)
+                           reservoir=req.reservoir, seed=req.seed, batch_size=req.batch_size, progress=req.progress,
+                           predictions=predictions)
     seen = records[layers[0]].count
     if seen == 0:
         raise UsageError(f"no readable images in dataset {ctx.dataset.name} ({ctx.dataset.skipped} skipped)")

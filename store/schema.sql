@@ -247,3 +247,37 @@ CREATE TABLE layer_similarity (
     cka DOUBLE NOT NULL,              -- linear CKA of the two layers' standardised responses
     PRIMARY KEY (model_id, layer, other_model, other_layer)
 );
+
+-- Class votes (technique `classes`, precompute/techniques/classes.py): per unit, the classes whose logits it
+-- raises (up) and lowers (down) most, through the linearised path to the classifier (the change of the logit
+-- when the unit's whole map rises by 1; ReLUs as identity, batch norm folded), and the classes the model
+-- predicts most often on the unit's top dataset images (predicted, with counts).
+CREATE TABLE unit_classes (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    kind VARCHAR NOT NULL,            -- up | down | predicted
+    rank INTEGER NOT NULL,            -- 0: strongest (up, down) or most frequent (predicted)
+    class_index INTEGER NOT NULL,
+    label VARCHAR,                    -- the class's name (ImageNet's); NULL where the model has no labels
+    weight DOUBLE,                    -- up, down: the change of the class's logit
+    z DOUBLE,                         -- up, down: that change as a z-score over all classes (scale-free)
+    count INTEGER,                    -- predicted: how many of the unit's top images the model gives this class
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit, kind, rank)
+);
+
+-- Per layer: whether its path to the logits is linear (status ok | not_linear | error | no_classifier, with
+-- the reason), the module whose output is the logits ('' for the model itself) and the number of classes.
+CREATE TABLE class_paths (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    message VARCHAR,
+    classifier VARCHAR,
+    classes INTEGER,
+    labeled BOOLEAN NOT NULL,         -- labels are the classes' names (else class indices)
+    top_images INTEGER,               -- top dataset images per unit that the predictions count over
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer)
+);

@@ -23,7 +23,9 @@ and computes its rows one of two ways:
 - a job that runs alone: `run(ctx, job) -> {table: pyarrow.Table}`;
 - a `PassTechnique`, whose jobs share one streaming pass over the dataset (every unit of every pending
   layer at once, `precompute.dataset_pass`): `from_pass(ctx, job, record) -> {table: pyarrow.Table}`,
-  the rows of the job's units from the pass's `LayerRecord` of the job's layer.
+  the rows of the job's units from the pass's `LayerRecord` of the job's layer. A pass technique that sets
+  `needs_predictions` makes the pass run the model to its output and keep, beside each top and bottom image,
+  the class the model predicts for it (`Extremes.pred`); otherwise the pass stops after the deepest layer.
 
 `ctx` is the runner's `Context` (`precompute.runner`): `model`, `spec`, `geometry` ({layer: Geometry}),
 `dataset`, `device`, `request`, `layers` (the layers the request names, in model order) and `cache` (a dict
@@ -70,6 +72,7 @@ class PassTechnique(Technique):
     """A technique whose rows come from the shared streaming pass over the dataset."""
 
     shares_pass: ClassVar[bool] = True
+    needs_predictions: ClassVar[bool] = False
 
     def from_pass(self, ctx, job: Job, record) -> dict[str, pa.Table]:
         raise NotImplementedError(f"technique {self.name} has no from_pass()")

@@ -2,9 +2,9 @@
 
 `Store` opens a store file (refusing one of another schema version) and answers what every page needs:
 models, layers, runs (provenance), the layer search and the summary. Each technique's read side is one mixin
-module beside this one (stats, dataset, tuning, featurevis, circuits, similar); `Store` inherits them all, and each
-declares its `SECTION`: its key in `unit --json`, the method that fills it, and its per-unit table. A new
-technique adds its module and one line in READERS.
+module beside this one (stats, dataset, tuning, featurevis, circuits, similar, classes); `Store` inherits them
+all, and each declares its `SECTION`: its key in `unit --json`, the method that fills it, and its per-unit
+table. A new technique adds its module and one line in READERS.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from store import SCHEMA_VERSION, StoreError
 from store.errors import StoreVersionError, first_line
 from store.queries.base import Section
 from store.queries.circuits import CircuitsQueries
+from store.queries.classes import ClassesQueries
 from store.queries.dataset import DatasetQueries
 from store.queries.featurevis import FeaturevisQueries
 from store.queries.similar import SimilarQueries
@@ -27,7 +28,8 @@ from store.queries.tuning import TuningQueries
 __all__ = ["SECTIONS", "STAT_COLUMNS", "Store", "READERS"]
 
 # In the order of their keys in `unit --json`.
-READERS = (StatsQueries, DatasetQueries, TuningQueries, FeaturevisQueries, CircuitsQueries, SimilarQueries)
+READERS = (StatsQueries, DatasetQueries, TuningQueries, FeaturevisQueries, CircuitsQueries, SimilarQueries,
+           ClassesQueries)
 
 
 class Store(*READERS):

@@ -88,3 +88,17 @@ def test_search_link_restores_the_search_and_edits_move_the_url(server, browser)
         page.wait_for_url(lambda url, lo=lo: f"lo={lo}" in url, timeout=10_000)
     assert "by=colour.hue" in page.url and "hi=270" in page.url and "sel=0.2" in page.url
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_class_votes_lens_and_gallery_column_render(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/unit?{urlencode({'model': MODEL_ID, 'layer': '2', 'unit': 3, 'view': 'classes'})}")
+    page.get_by_role("heading", name="Raises").wait_for(timeout=30_000)
+    expect(page.locator("table.ms-votes")).to_have_count(3, timeout=30_000)  # raises, lowers, predicted
+    expect(page.locator("table.ms-votes td.bar div").first).to_be_visible()
+    page.goto(f"{server}/layer?{urlencode({'model': MODEL_ID, 'layer': '2'})}")
+    expect(page.locator(".ms-tile .ms-vote")).to_have_count(16, timeout=30_000)
+    assert page.locator(".ms-tile .ms-vote").first.inner_text().startswith("↑ class ")
+    shot = tmp_path / "gallery.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000

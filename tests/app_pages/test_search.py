@@ -34,7 +34,7 @@ def test_a_search_link_restores_the_search(store_env, app_store):
     at = run("search", **SEARCH)
     assert widgets(at) == {"Model": MODEL_ID, "Unit or layer": "2:4", "Family and parameter": "colour.hue",
                            "In layer": "2", "Preferred from": 90.0, "to": 270.0, "Min selectivity": 0.2,
-                           "Min best response": 0.1}
+                           "Min best response": 0.1, "Votes for class": ""}
     assert links(at)[f"{MODEL_ID}@2:4"] == {"model": MODEL_ID, "layer": "2", "unit": "4"}
     expected = Store(app_store).find_tuned(MODEL_ID, "colour", "hue", 90, 270, 0.2, "2", limit=100, min_relative=0.1)
     assert expected and {r["layer"] for r in expected} == {"2"}
@@ -86,7 +86,7 @@ def test_bad_values_in_a_search_link_give_messages(store_env):
         assert message in warnings
     assert widgets(at) == {"Model": MODEL_ID, "Unit or layer": "", "Family and parameter": "gratings.orientation",
                            "In layer": "", "Preferred from": 0.0, "to": 165.0, "Min selectivity": 1.0,
-                           "Min best response": 0.0}
+                           "Min best response": 0.0, "Votes for class": ""}
     assert dict(at.query_params) == {"model": MODEL_ID, "sel": "1", "strength": "0"}  # the URL says what is shown
 
 
