@@ -2,7 +2,9 @@
 layer, on the same request (the sample dataset, cut to --images): the pass as `stats` and `dataset` run it,
 then what `classes` adds: the pass run to the model's output for the predictions (its extra time over the
 plain pass), and the class votes of every layer with the technique's rows (`classes.class_tables`, the votes
-computed once per layer and cut per job, as the runner does). Target (issue 11): `similar` and `classes`
+computed once per layer and cut per job, as the runner does); and what `similar` costs: its rows from the pass
+(every job's `from_pass`) and the neighbours and layer CKA that ingest derives from them
+(`store.similarity.derive`, into a DuckDB store of the schema). Target (issue 11): `similar` and `classes`
 together under half of the dataset pass. Each is run twice, interleaved, after a warm-up; the faster is kept.
 
 Wall time on a shared machine moves with its load; process CPU time is printed beside it.
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,7 +30,9 @@ from precompute.layers import geometry
 from precompute.models import DEFAULT_MODEL, REGISTRY, build
 from precompute.request import Request
 from precompute.runner import Context
-from precompute.techniques import classes
+from precompute.techniques import classes, similar
+from store import similarity
+from store.ingest import schema_sql
 
 
 def timed(fn) -> tuple[float, float, object]:
@@ -71,13 +76,33 @@ def main() -> None:
         ctx = Context(model, spec, geo, dataset, device, Request(model=spec.id, store=Path("unused")), layers)
         return [classes.class_tables(ctx, job, records[job.layer]) for job in jobs]
 
-    runs = {"pass": [], "pred": [], "votes": []}
+    sampled = similar.TECHNIQUE
+    sample_jobs = sampled.plan(spec.id, {layer.name: list(range(layer.units)) for layer in spec.layers}, {})
+
+    def responses_and_neighbours():
+        ctx = Context(model, spec, geo, dataset, device, Request(model=spec.id, store=Path("unused")), layers)
+        con = duckdb.connect()
+        con.execute(schema_sql())
+        for position, layer in enumerate(spec.layers):
+            g = geo[layer.name]
+            con.execute("INSERT INTO layers VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
+                        [spec.id, layer.name, position, layer.units, g.height, g.width, g.rf_px])
+        for job in sample_jobs:
+            for table, rows in sampled.from_pass(ctx, job, records[job.layer]).items():
+                con.register("rows", rows)
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM rows")
+                con.unregister("rows")
+        similarity.derive(con)
+        return con.execute("SELECT count(*) FROM similar_units").fetchone()[0]
+
+    runs = {"pass": [], "pred": [], "votes": [], "similar": []}
     for _ in range(2):
         runs["pass"].append(timed(lambda: run_pass(False)))
         runs["pred"].append(timed(lambda: run_pass(True)))
         runs["votes"].append(timed(votes_and_rows))
-    (pass_wall, pass_cpu, _), (pred_wall, pred_cpu, _), (votes_wall, votes_cpu, tables) = (
-        min(runs[name], key=lambda r: r[0]) for name in ("pass", "pred", "votes"))
+        runs["similar"].append(timed(responses_and_neighbours))
+    (pass_wall, pass_cpu, _), (pred_wall, pred_cpu, _), (votes_wall, votes_cpu, tables), (sim_wall, sim_cpu, found) = (
+        min(runs[name], key=lambda r: r[0]) for name in ("pass", "pred", "votes", "similar"))
     rows = sum(t["unit_classes"].num_rows for t in tables)
     extra_wall, extra_cpu = pred_wall - pass_wall, pred_cpu - pass_cpu
     cost_wall, cost_cpu = extra_wall + votes_wall, extra_cpu + votes_cpu
@@ -86,8 +111,13 @@ def main() -> None:
           f"  (+{extra_wall:.1f} s wall for the predictions)")
     print(f"  class votes, all layers, {len(jobs)} jobs  wall {votes_wall:7.1f} s  CPU {votes_cpu:7.1f} s"
           f"  ({rows:,} rows)")
+    print(f"  similar: responses and neighbours  wall {sim_wall:7.1f} s  CPU {sim_cpu:7.1f} s"
+          f"  ({found:,} neighbour rows)")
     print(f"classes / dataset pass: wall {cost_wall / pass_wall:.2f}, CPU {cost_cpu / pass_cpu:.2f} "
           f"(classes: {cost_wall:.1f} s wall, {cost_cpu:.1f} s CPU)")
+    print(f"similar / dataset pass: wall {sim_wall / pass_wall:.2f}, CPU {sim_cpu / pass_cpu:.2f}")
+    print(f"similar + classes / dataset pass: wall {(sim_wall + cost_wall) / pass_wall:.2f}, "
+          f"CPU {(sim_cpu + cost_cpu) / pass_cpu:.2f} (target: under 0.5)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.app
 def test_models_page_has_a_card_per_model(store_env):
     at = run()
     assert [s.value for s in at.subheader] == [MODEL_ID]
-    assert "factory" in html(at) and "dataset, stats" in html(at)
+    assert "factory" in html(at) and "circuits, classes, dataset, similar, stats, tuning" in html(at)
     assert links(at)[f"Browse {MODEL_ID}"] == {"model": MODEL_ID}
 
 
