@@ -118,7 +118,7 @@ def test_unit_page_stats_lens(store_env):
     assert '"type":"log"' in spec.replace(" ", "") and "spatial-max activation" in spec and "images (log)" in spec
     assert "fraction of images &gt; 0" in html(at) and "dead (same response to every image)" in html(at)
     frame = at.dataframe[0].value
-    assert sorted(frame["technique"]) == ["circuits", "classes", "dataset", "stats", "tuning"]
+    assert sorted(frame["technique"]) == ["circuits", "classes", "dataset", "similar", "stats", "tuning"]
     assert at.code[0].value.endswith("&view=stats")
 
 
@@ -298,7 +298,8 @@ def test_prev_next_keep_the_lens_and_heat_switch(store_env):
 def test_lens_registry_is_the_only_place_that_names_lenses():
     from dashboard.lenses import DEFAULT, LENSES, Lens
 
-    assert list(LENSES) == ["dataset", "featurevis", "stats", "tuning", "circuits", "classes"] and DEFAULT in LENSES
+    assert list(LENSES) == ["dataset", "featurevis", "stats", "tuning", "circuits", "similar",
+                           "classes"] and DEFAULT in LENSES
     for name, lens in LENSES.items():
         assert isinstance(lens, Lens) and lens.NAME == name and lens.LABEL and callable(lens.render)
     assert LENSES["dataset"].KEEP == ("heat",) and LENSES["circuits"].KEEP == ("source",)

@@ -45,7 +45,8 @@ def test_info_json_reports_models_layers_and_counts(capsys, tiny_store):
     info = json.loads(out)
     (model,) = info["models"]
     assert model["model"] == "tiny" and model["units"] == 37
-    assert model["units_per_technique"] == {"circuits": 37, "classes": 37, "dataset": 37, "stats": 37, "tuning": 37}
+    assert model["units_per_technique"] == {"circuits": 37, "classes": 37, "dataset": 37, "similar": 37,
+                                           "stats": 37, "tuning": 37}
     assert [layer["layer"] for layer in model["layers"]] == ["0", "2.0", "2", "5"]
 
 

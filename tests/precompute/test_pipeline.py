@@ -50,9 +50,10 @@ def test_store_holds_stats_and_examples_for_every_unit(tiny_store):
     for example in record["dataset"]["top"]:
         left, top_, right, bottom_ = example["crop_box"]
         assert 0 <= left < right <= 64 and 0 <= top_ < bottom_ <= 64
-    assert {r["technique"] for r in record["provenance"]} == {"stats", "dataset", "tuning", "circuits", "classes"}
+    assert {r["technique"] for r in record["provenance"]} == {"stats", "dataset", "tuning", "circuits",
+                                                                "similar", "classes"}
     # Tuning (synthetic stimuli) and circuits (weights) use no dataset.
-    assert all(r["dataset"] == ("sample" if r["technique"] in ("stats", "dataset", "classes") else None)
+    assert all(r["dataset"] == ("sample" if r["technique"] in ("stats", "dataset", "similar", "classes") else None)
                and r["seed"] == 0
                for r in record["provenance"])
     thumbs = store.thumbnails("tiny", "2.0", list(range(12)))

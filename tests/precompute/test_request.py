@@ -22,7 +22,8 @@ def test_unit_out_of_range_names_the_layer_and_its_range():
 
 def test_techniques():
     assert {"stats", "dataset", "tuning", "featurevis"} <= set(parse_techniques("all"))
-    assert parse_techniques("default") == ["stats", "dataset", "tuning", "circuits", "classes"]  # not featurevis
+    # Not featurevis.
+    assert parse_techniques("default") == ["stats", "dataset", "tuning", "circuits", "similar", "classes"]
     assert parse_techniques("dataset") == ["dataset"]
     with pytest.raises(UsageError, match="unknown technique 'featureviz'"):
         parse_techniques("stats,featureviz")
