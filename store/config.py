@@ -9,6 +9,8 @@ import, so that a test or a server can set them before use.
 | MICROSCOPE_ALLOWED | who may enter a dashboard with a login (overrides secrets) | the secrets' [microscope] allowed |
 | MICROSCOPE_DEBUG   | set: the command line raises errors with their traceback   | unset                             |
 | MICROSCOPE_OFFLINE | set: never download model weights (HF_HUB_OFFLINE too)     | unset                             |
+| MICROSCOPE_NOTES   | the notes database: any SQLAlchemy URL (postgresql+psycopg) | NAME.notes.sqlite by the store |
+| MICROSCOPE_NOTES_READONLY | 1: nobody may write notes                          | unset                          |
 """
 
 from __future__ import annotations
@@ -53,3 +55,16 @@ def offline() -> bool:
     """No downloads: an air-gapped machine says so with MICROSCOPE_OFFLINE or, as for the Hub, HF_HUB_OFFLINE."""
     return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
                for name in ("MICROSCOPE_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def notes_url() -> str | None:
+    """The notes database's SQLAlchemy URL, or None for the SQLite file beside the store (store.notes)."""
+    return os.environ.get("MICROSCOPE_NOTES") or None
+
+
+def notes_readonly() -> bool:
+    return _flag("MICROSCOPE_NOTES_READONLY")

@@ -150,3 +150,44 @@ def http_site(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- the notes database: SQLite and a real PostgreSQL ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server on loopback for the whole session (tests/postgres_support.py); its URL."""
+    import shutil
+    import tempfile
+
+    from tests.postgres_support import postgres_server, require_postgres
+
+    require_postgres()
+    # Not under pytest's temp root: that is private to root (0700), and the server runs as `postgres`.
+    folder = Path(tempfile.mkdtemp(prefix="microscope-pg-"))
+    try:
+        with postgres_server(folder) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def notes_url(request, tmp_path):
+    """An empty notes database, once as a SQLite file and once on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'notes.sqlite'}"
+        return
+    import sqlalchemy as sa
+
+    from store import notes
+
+    url = request.getfixturevalue("postgres_url")
+    engine = sa.create_engine(url)
+    try:
+        notes.meta.drop_all(engine)
+        yield url
+        notes.meta.drop_all(engine)
+    finally:
+        engine.dispose()
