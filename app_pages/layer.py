@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from dashboard import circuit_matrix, data, html, links, params, tuning_search, url_widgets
+from dashboard import circuit_matrix, data, html, links, notes, params, tuning_search, url_widgets
 from store.queries import STAT_COLUMNS
 
 PER_PAGE = 128
@@ -51,6 +51,10 @@ min_pos = cols[1].number_input("Min fraction of images > 0", min_value=0.0, max_
 cols[2].write("")
 hide_dead = cols[2].toggle("Hide dead units", key="hide_dead", bind="query-params", on_change=first_page)
 
+badges, families, notes_problem = notes.layer_badges(mid, name)  # the team's labels and families, if reachable
+if notes_problem:
+    st.caption(notes_problem)
+in_family = notes.family_filter(st, families, on_change=first_page)  # &family=NAME
 units = data.layer_units(key, mid, name)
 if len(tuned):
     units = units.merge(tuned, on="unit", how="left")
@@ -59,6 +63,8 @@ if hide_dead:
     shown = shown[~shown["dead"]]
 if min_pos > 0:
     shown = shown[shown["frac_positive"] >= min_pos]
+if in_family is not None:
+    shown = shown[shown["unit"].isin(in_family)]
 column = sort.lstrip("-")
 if column.endswith("_sel"):  # sorting by a tuning selectivity offers a threshold on it
     min_sel = st.number_input(f"Min {tuning_search.column_label(column)}", min_value=0.0, max_value=1.0, value=0.0,
@@ -84,7 +90,7 @@ if chunk.empty:
 else:
     st.html(html.gallery([
         {"href": links.unit_href(mid, name, int(r.unit)), "unit": int(r.unit), "max": r.max, "dead": bool(r.dead),
-         "thumb": thumbs.get(int(r.unit)), "vote": votes.get(int(r.unit))}
+         "thumb": thumbs.get(int(r.unit)), "vote": votes.get(int(r.unit)), **badges.get(int(r.unit), {})}
         for r in chunk.itertuples(index=False)
     ]))
 visuals = data.layer_visuals(key, mid, name)

@@ -4,13 +4,13 @@ tuning filters, `votes`): a search is a link."""
 
 import streamlit as st
 
-from dashboard import class_search, data, links, search, tuning_search, url_widgets
+from dashboard import class_search, data, links, notes_panel, search, tuning_search, url_widgets
 
 key = data.store_key()
 st.title("Search", anchor=False)
 st.caption("Go to a unit by its id: `model@layer:unit`, or `layer:unit` in the chosen model, where the layer is "
            "its name or alias (`b3:12`). A layer name alone opens its gallery; `class:espresso` lists the units "
-           "that vote for a class.")
+           "that vote for a class. Other words find units by their labels, notes and families, in every model.")
 
 models = [m["model_id"] for m in data.models(key)]
 if not models:
@@ -33,7 +33,7 @@ if (submitted or text) and votes is None:
     if result.page:
         st.page_link(links.PAGES[result.page], label=result.label, icon=":material/arrow_forward:",
                      query_params=result.query)
-    else:
+    elif not notes_panel.search_results(text):  # words of labels, notes and families; else the id's error
         st.error(result.error, icon=":material/search_off:")
         for page, query, label in result.suggestions:
             st.page_link(links.PAGES[page], label=f"Did you mean {label}?", query_params=query)
@@ -43,5 +43,6 @@ with st.expander(f"Layers of {model}", expanded=not text):
                             f"units 0 to {layer['units'] - 1}"
                             for layer in data.layers(key, model)))
 
+notes_panel.starred()
 tuning_search.render(key, model, model_changed)
 class_search.render(key, votes)

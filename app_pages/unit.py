@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import chrome, data, links, params
+from dashboard import chrome, data, links, notes_panel, params
 from dashboard.lenses import DEFAULT, LENSES
 
 key = data.store_key()
@@ -48,3 +48,5 @@ if not embed:
              wrap_lines=True)
 
 lens.render(ref)
+if not embed:
+    notes_panel.render(ref)

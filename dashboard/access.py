@@ -56,6 +56,15 @@ def _user() -> dict:
         return {}
 
 
+def signed_in_email() -> str | None:
+    """The signed-in user's email as the provider verified it (Streamlit's signed session cookie, never a value
+    the page sends), or None: nobody signed in, or an address the provider has not verified."""
+    user = _user()
+    if not user.get("is_logged_in") or user.get("email_verified") is False or not user.get("email"):
+        return None
+    return str(user["email"]).strip().lower()
+
+
 def admitted() -> bool:
     """May this run show the app? Open without login; otherwise signed in, verified where the provider says,
     and on the allowlist. An allowlist without a login fails closed (see `gate`)."""

@@ -32,6 +32,15 @@ STYLE = """
 .ms-table th, .ms-table td { text-align: left; padding: 6px 10px; border-bottom: 1px solid rgba(128, 128, 128, .25); }
 .ms-table th { font-weight: 600; opacity: .8; }
 .ms-table td.num, .ms-table th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.ms-tile .ms-note { font-size: 11px; padding: 0 2px; font-weight: 600; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.ms-fam { display: inline-block; font-size: 10px; line-height: 1.4; margin: 1px 2px 0 0; padding: 0 4px;
+  border-radius: 6px; background: rgba(255, 140, 0, .18); }
+.ms-notes-head { font-size: 15px; }
+.ms-notes-head .ms-notes-label { font-weight: 600; font-size: 18px; }
+.ms-notes-head small { display: block; opacity: .65; font-size: 12px; }
+.ms-version { white-space: pre-wrap; font-family: monospace; font-size: 13px; padding: 6px;
+  border: 1px solid rgba(128, 128, 128, .3); border-radius: 4px; }
 </style>
 """
 
@@ -61,7 +70,7 @@ def number(value) -> str:
 
 def gallery(tiles: list[dict]) -> str:
     """Tiles: {href, unit, max, dead, thumb (bytes or None)}, and optionally `vote`: the unit's strongest class
-    vote ({index, label, weight}), shown under the tile."""
+    vote ({index, label, weight}), shown under the tile, and the team's `label` and `families` (notes)."""
     parts = ['<div class="ms-grid">']
     for t in tiles:
         value = "dead" if t["dead"] else number(t["max"])
@@ -69,11 +78,15 @@ def gallery(tiles: list[dict]) -> str:
                    else '<div class="ms-blank"></div>')
         vote = t.get("vote")
         name = (vote["label"] or f"class {vote['index']}") if vote else ""
-        title = f"unit {t['unit']} · max activation {value}" + (f" · votes most for {name}" if vote else "")
+        label, fams = t.get("label") or "", t.get("families") or []
+        title = (f"unit {t['unit']}" + (f" · {label}" if label else "") + f" · max activation {value}"
+                 + (f" · votes most for {name}" if vote else "") + (f" · families: {', '.join(fams)}" if fams else ""))
         parts.append(
             f'<a class="ms-tile{" ms-dead" if t["dead"] else ""}" href="{escape(t["href"])}" target="_self" '
             f'title="{escape(title)}">{picture}'
             f'<div class="ms-label"><b>{t["unit"]}</b><span>{value}</span></div>'
+            + (f'<div class="ms-note">{escape(label)}</div>' if label else "")
+            + "".join(f'<span class="ms-fam">{escape(f)}</span>' for f in fams)
             + (f'<div class="ms-vote">↑ {escape(name)}</div>' if vote else "") + '</a>')
     parts.append("</div>")
     return "".join(parts)
@@ -152,3 +165,29 @@ def pairs(items: list[dict]) -> str:
                      f'<span>{escape(p["value"])}</span></div></div>')
     parts.append("</div>")
     return "".join(parts)
+
+
+def _when(at: str | None) -> str:
+    return (at or "")[:16].replace("T", " ")
+
+
+def notes_summary(saved) -> str:
+    """The head of a unit's notes (store.notes.UnitNotes): its label, family badges, and who wrote what when."""
+    who = []
+    if saved.label_by:
+        who.append(f"label by {saved.label_by}, {_when(saved.label_at)}")
+    if saved.note_by:
+        who.append(f"note by {saved.note_by}, {_when(saved.note_at)}")
+    if saved.stars:
+        who.append(f"starred by {len(saved.stars)}")
+    label = (f'<span class="ms-notes-label">{escape(saved.label)}</span> ' if saved.label
+             else "<span>No label yet.</span> ")
+    fams = "".join(f'<span class="ms-fam">{escape(f)}</span>' for f in saved.families)
+    line = f"<small>{escape(' · '.join(who))} · revision {saved.revision}</small>" if saved.revision else ""
+    return f'<div class="ms-notes-head">{label}{fams}{line}</div>'
+
+
+def notes_version(label: str, families, note: str) -> str:
+    """One side of a save conflict, as plain text."""
+    text = f"label: {label}\nfamilies: {', '.join(families)}\nnote:\n{note}"
+    return f'<div class="ms-version">{escape(text)}</div>'
