@@ -103,6 +103,19 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print JSON")
     _store_arg(compare)
 
+    notes = sub.add_parser("notes", help="export or import the team's notes (labels, families, notes, stars)")
+    notes_sub = notes.add_subparsers(dest="notes_command", required=True)
+    out = notes_sub.add_parser("export", help="print every annotated unit, one row each")
+    out.add_argument("--format", choices=("csv", "json"), default="csv")
+    out.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
+    into = notes_sub.add_parser("import", help="set the units of an export file to its values, in one transaction")
+    into.add_argument("file", type=Path, help="a file written by `microscope notes export` (CSV or JSON)")
+    into.add_argument("--author", default="import", help="who the history rows name (default: %(default)s)")
+    for each in (out, into):
+        each.add_argument("--notes", metavar="URL", help="notes database, any SQLAlchemy URL (default: "
+                          "$MICROSCOPE_NOTES, or NAME.notes.sqlite beside the store)")
+        _store_arg(each)
+
     for name, text in (("serve", "open the dashboard on a store"),
                        ("demo", "build the demo store if there is none, then open the dashboard")):
         s = sub.add_parser(name, help=text)
@@ -383,8 +396,30 @@ def cmd_demo(args) -> int:
     return cmd_serve(args)
 
 
+def cmd_notes(args) -> None:
+    from store import notes_io
+    from store.notes import Notes, default_url
+
+    held = Notes.open(args.notes or default_url(str(args.store)))
+    try:
+        if args.notes_command == "export":
+            text = notes_io.dumps(notes_io.export_rows(held), args.format)
+            if args.output:
+                args.output.write_text(text, encoding="utf-8")
+                print(f"{len(held.annotated())} units written to {args.output}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+            return
+        rows = notes_io.parse(args.file)
+        changed = notes_io.import_rows(held, rows, args.author)
+        print(f"{args.file}: {len(rows)} units, {changed} changed, {len(rows) - changed} already as in the file")
+    finally:
+        held.close()
+
+
 COMMANDS = {"models": cmd_models, "entry": cmd_entry, "precompute": cmd_precompute, "ingest": cmd_ingest,
-            "info": cmd_info, "unit": cmd_unit, "compare": cmd_compare, "serve": cmd_serve, "demo": cmd_demo}
+            "info": cmd_info, "unit": cmd_unit, "compare": cmd_compare, "serve": cmd_serve, "demo": cmd_demo,
+            "notes": cmd_notes}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -366,8 +366,8 @@ class Notes:
         """Every unit that anything is written about (label, note, family or star)."""
         parts = [sa.select(t.c.model_id, t.c.layer, t.c.unit) for t in (labels, notes, families, stars)]
         with self._read() as con:
-            rows = con.execute(sa.union(*parts).order_by("model_id", "layer", "unit")).all()
-        return [tuple(r) for r in rows]
+            rows = con.execute(sa.union(*parts)).all()
+        return sorted(tuple(r) for r in rows)  # in Python: the same order whatever the database's collation
 
     def orphans(self, store) -> list[dict]:
         """Annotated units the store does not hold (its model, its layer or the unit number is gone): kept in

@@ -86,7 +86,7 @@ def parse(path: str | Path) -> list[dict]:
 def _check(raw) -> dict:
     if not isinstance(raw, dict):
         raise NotesError("expected an object with model_id, layer and unit")
-    model_id, layer, unit = (str(raw.get(k) or "").strip() for k in ("model_id", "layer", "unit"))
+    model_id, layer, unit = ("" if raw.get(k) is None else str(raw[k]).strip() for k in ("model_id", "layer", "unit"))
     if not model_id or not layer:
         raise NotesError("model_id and layer must not be empty")
     if not unit.isdigit():
