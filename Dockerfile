@@ -2,6 +2,7 @@
 #   docker run -p 8501:8501 -v /srv/microscope:/data microscope                        # /data/microscope.duckdb
 #   docker run -p 8501:8501 -e MICROSCOPE_STORE=s3://lab-bucket/microscope.duckdb microscope
 # Secrets (login, allowlist) go in /app/.streamlit/secrets.toml, mounted read-only; see the README, "Deploying".
+# Notes are kept in /data/microscope.notes.sqlite; several replicas set MICROSCOPE_NOTES to one PostgreSQL instead.
 # Serving only: precompute (torch, timm) is not installed here; build stores elsewhere and publish them.
 FROM python:3.11-slim
 
@@ -11,6 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MICROSCOPE_STORE=/data/microscope.duckdb \
     MICROSCOPE_CACHE=/data/cache \
+    MICROSCOPE_NOTES=sqlite:////data/microscope.notes.sqlite \
     STREAMLIT_SERVER_HEADLESS=true \
     STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
