@@ -24,7 +24,12 @@ def provider():
 
 
 @pytest.fixture(scope="module")
-def server(app_store, provider, tmp_path_factory):
+def notes_db(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('login_notes') / 'notes.sqlite'}"
+
+
+@pytest.fixture(scope="module")
+def server(app_store, provider, notes_db, tmp_path_factory):
     folder = tmp_path_factory.mktemp("login_server")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -42,6 +47,8 @@ allowed = ["@lab.org"]
 """)
     env = {k: v for k, v in os.environ.items() if k != "MICROSCOPE_ALLOWED"}
     env["MICROSCOPE_STORE"] = str(app_store)
+    env["MICROSCOPE_NOTES"] = notes_db
+    env.pop("MICROSCOPE_NOTES_READONLY", None)
     with streamlit_server(port, env, folder, ("--server.fileWatcherType", "none", "--secrets.files", str(secrets))):
         yield base
 
@@ -108,4 +115,26 @@ def test_a_user_not_on_the_allowlist_is_denied(server, browser, tmp_path):
     page.wait_for_url(lambda url: not url.startswith(server), timeout=30_000)  # the provider's sign-out
     page.goto(server + "/")
     page.get_by_role("button", name="Sign in").wait_for(timeout=30_000)  # the identity cookie is gone
+    context.close()
+
+
+def test_a_note_is_signed_with_the_verified_email_of_the_user(server, browser, notes_db):
+    from store.notes import Notes
+
+    context = browser.new_context(viewport={"width": 1300, "height": 1400})
+    page = context.new_page()
+    page.goto(f"{server}/unit?{urlencode({**UNIT, 'unit': 5})}")
+    sign_in(page, "bob@lab.org")
+    page.get_by_role("heading", name=f"{MODEL_ID}@2:5").wait_for(timeout=30_000)
+    page.get_by_label("Label").fill("written by Bob")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Saved (revision 1).").wait_for(timeout=30_000)
+    held = Notes.open(notes_db, readonly=False)
+    try:
+        saved = held.get(MODEL_ID, "2", 5)
+        assert (saved.label, saved.label_by, saved.updated_by) == ("written by Bob", "bob@lab.org", "bob@lab.org")
+        assert held.history(MODEL_ID, "2", 5)[0]["author"] == "bob@lab.org"
+    finally:
+        held.close()
+    expect(page.get_by_text("label by bob@lab.org")).to_be_visible(timeout=10_000)
     context.close()
