@@ -44,5 +44,6 @@ with st.expander(f"Layers of {model}", expanded=not text):
                             for layer in data.layers(key, model)))
 
 notes_panel.starred()
+notes_panel.orphans(key)
 tuning_search.render(key, model, model_changed)
 class_search.render(key, votes)

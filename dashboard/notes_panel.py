@@ -12,7 +12,7 @@ import hashlib
 
 import streamlit as st
 
-from dashboard import html, links, notes
+from dashboard import data, html, links, notes
 from store.notes import LABEL_MAX, NOTE_MAX, NotesError, StaleEdit, UnitNotes
 
 HISTORY_SHOWN = 50
@@ -180,3 +180,17 @@ def starred() -> None:
             {"unit": {"href": links.unit_href(r["model_id"], r["layer"], r["unit"]),
                       "text": links.unit_id(r["model_id"], r["layer"], r["unit"])},
              "label": r["label"], "starred_at": r["starred_at"]} for r in rows]))
+
+
+def orphans(key) -> None:
+    """Notes on units that this store does not hold (a layer renamed, a model removed): listed, never dropped."""
+    held, _ = notes.database()
+    try:
+        lost = held.orphans(data.open_store(*key)) if held else []
+    except NotesError:
+        return
+    if lost:
+        with st.expander(f"Notes on units not in this store ({len(lost)})"):
+            st.html(html.table([("unit", "Unit"), ("why", "Why"), ("label", "Label"), ("note", "Note")], [
+                {**o, "unit": links.unit_id(o["model_id"], o["layer"], o["unit"]), "note": _short(o["note"], 160)}
+                for o in lost]))

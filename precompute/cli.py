@@ -111,7 +111,8 @@ def parser() -> argparse.ArgumentParser:
     into = notes_sub.add_parser("import", help="set the units of an export file to its values, in one transaction")
     into.add_argument("file", type=Path, help="a file written by `microscope notes export` (CSV or JSON)")
     into.add_argument("--author", default="import", help="who the history rows name (default: %(default)s)")
-    for each in (out, into):
+    lost = notes_sub.add_parser("orphans", help="annotated units that the store no longer holds (kept, not dropped)")
+    for each in (out, into, lost):
         each.add_argument("--notes", metavar="URL", help="notes database, any SQLAlchemy URL (default: "
                           "$MICROSCOPE_NOTES, or NAME.notes.sqlite beside the store)")
         _store_arg(each)
@@ -402,6 +403,16 @@ def cmd_notes(args) -> None:
 
     held = Notes.open(args.notes or default_url(str(args.store)))
     try:
+        if args.notes_command == "orphans":
+            from store.queries import Store
+
+            store = Store(args.store)
+            try:
+                for o in held.orphans(store):
+                    print(f"{o['model_id']}@{o['layer']}:{o['unit']}\t{o['why']}\t{o['label']}")
+            finally:
+                store.close()
+            return
         if args.notes_command == "export":
             text = notes_io.dumps(notes_io.export_rows(held), args.format)
             if args.output:

@@ -129,3 +129,12 @@ def test_my_starred_units(notes_env):
     search = run("search", model=MODEL_ID)
     assert [e.label for e in search.expander if e.label.startswith("My starred")] == ["My starred units (1)"]
     assert escape(f"{MODEL_ID}@2:6") in html(search)
+
+
+def test_notes_on_units_the_store_lacks_are_listed_on_the_search_page(notes_env):
+    notes_env.save(MODEL_ID, "9", 0, label="layer gone", note="", families=[], author="a@x", seen=0)
+    notes_env.save(MODEL_ID, "2", 1, label="still here", note="", families=[], author="a@x", seen=0)
+    at = run("search", model=MODEL_ID)
+    assert [e.label for e in at.expander if e.label.startswith("Notes on units")] == [
+        "Notes on units not in this store (1)"]
+    assert "layer gone" in html(at) and "layer not in the store" in html(at)

@@ -123,3 +123,14 @@ def test_the_notes_commands_do_not_import_torch(tmp_path):
             f"'sqlite:///{tmp_path / 'n.sqlite'}']); print('torch' in sys.modules, rc)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "False 0", done.stderr
+
+
+@pytest.mark.integration  # the app's fixture store is built by a tiny model run
+def test_orphans_lists_the_notes_whose_unit_left_the_store(capsys, notes_url, app_store):
+    held = Notes.open(notes_url, readonly=False)
+    for model_id, layer, unit in ((M, "2", 3), (M, "2", 99), ("gone/model", "0", 0)):
+        held.save(model_id, layer, unit, label=f"on {unit}", note="", families=[], author="a@x", seen=0)
+    held.close()
+    assert main(["notes", "orphans", "--notes", notes_url, "--store", str(app_store)]) == 0
+    assert capsys.readouterr().out == ("gone/model@0:0\tmodel not in the store\ton 0\n"
+                                       f"{M}@2:99\tthe layer has units 0 to 15\ton 99\n")
