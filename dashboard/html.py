@@ -184,7 +184,7 @@ def notes_summary(saved) -> str:
              else "<span>No label yet.</span> ")
     fams = "".join(f'<span class="ms-fam">{escape(f)}</span>' for f in saved.families)
     line = f"<small>{escape(' · '.join(who))} · revision {saved.revision}</small>" if saved.revision else ""
-    return f'<div class="ms-notes-head">{label}{fams}{line}</div>'
+    return f'<div class="ms-notes-head"><h3 class="ms-notes-title">Notes</h3>{label}{fams}{line}</div>'
 
 
 def notes_version(label: str, families, note: str) -> str:

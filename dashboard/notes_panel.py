@@ -63,8 +63,8 @@ def _star(held, ref, user: str, on: bool, k: str) -> None:
 
 
 def render(ref) -> None:
-    """The notes panel of one unit; one line instead where the notes database is unavailable."""
-    st.subheader("Notes", anchor=False)
+    """The notes panel of one unit; one line instead where the notes database is unavailable. Its heading is in
+    the HTML head block, so that a lens's own subheaders stay the page's only ones."""
     held, problem = notes.database()
     try:
         saved = held.get(ref.model_id, ref.layer_name, ref.unit) if held else None

@@ -111,7 +111,7 @@ def test_unit_page_heatmap_toggle_changes_the_pictures(store_env):
 
 def test_unit_page_stats_lens(store_env):
     at = run("unit", model=MODEL_ID, layer="6", unit="7", view="stats")
-    assert [s.value for s in at.subheader] == ["Activation histogram", "Statistics", "Provenance", "Notes"]
+    assert [s.value for s in at.subheader] == ["Activation histogram", "Statistics", "Provenance"]
     chart = at.get("plotly_chart")
     assert len(chart) == 1
     spec = chart[0].proto.spec
