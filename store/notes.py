@@ -188,7 +188,9 @@ class Notes:
     def __init__(self, url: str, readonly: bool = False):
         self.url = url
         self.readonly = readonly
-        args = {"timeout": 5} if url.startswith("sqlite") else {"connect_timeout": 5}
+        # Give up on a locked SQLite file or an unreachable server after 5 s: the page then says notes are unavailable.
+        args = ({"timeout": 5} if url.startswith("sqlite") else {"connect_timeout": 5} if url.startswith("postgres")
+                else {})
         try:
             self.engine = sa.create_engine(url, connect_args=args, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
