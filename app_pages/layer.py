@@ -55,6 +55,8 @@ badges, families, notes_problem = notes.layer_badges(mid, name)  # the team's la
 if notes_problem:
     st.caption(notes_problem)
 in_family = notes.family_filter(st, families, on_change=first_page)  # &family=NAME
+grouped = bool(families) and st.toggle("Group by family", key="group", bind="query-params",
+                                       help="Show the units of each family together, under its name")
 units = data.layer_units(key, mid, name)
 if len(tuned):
     units = units.merge(tuned, on="unit", how="left")
@@ -85,14 +87,28 @@ thumbs = {**data.thumbnails(key, mid, name, layer["units"]), **(rendered if show
 votes = data.layer_votes(key, mid, name)  # each tile names the class its unit raises most, where computed
 top.caption(f"{len(shown):,} of {len(units):,} units match · page {page} of {pages} · showing "
             f"{len(chunk):,} units")
-if chunk.empty:
-    st.info("No unit matches these filters. Lower the minimum fraction or show dead units.")
-else:
+
+
+def gallery(rows) -> None:
     st.html(html.gallery([
         {"href": links.unit_href(mid, name, int(r.unit)), "unit": int(r.unit), "max": r.max, "dead": bool(r.dead),
          "thumb": thumbs.get(int(r.unit)), "vote": votes.get(int(r.unit)), **badges.get(int(r.unit), {})}
-        for r in chunk.itertuples(index=False)
+        for r in rows.itertuples(index=False)
     ]))
+
+
+if chunk.empty:
+    st.info("No unit matches these filters. Lower the minimum fraction or show dead units.")
+elif grouped:  # each family of the page's units under its name (a unit in two families shows in both)
+    for family, members in families.items():
+        if (rows := chunk[chunk["unit"].isin(members)]).size:
+            st.subheader(f"{family} ({len(rows)})", anchor=False)
+            gallery(rows)
+    if (rest := chunk[~chunk["unit"].isin({u for members in families.values() for u in members})]).size:
+        st.subheader(f"In no family ({len(rest)})", anchor=False)
+        gallery(rest)
+else:
+    gallery(chunk)
 visuals = data.layer_visuals(key, mid, name)
 if visuals:
     st.subheader("DeepDream and caricatures", anchor=False)

@@ -111,6 +111,14 @@ def test_gallery_badges_and_the_family_filter(notes_env):
     assert "Unknown family" in unknown.warning[0].value and len(tiles(unknown)) == 16
 
 
+def test_gallery_grouped_by_family(notes_env):
+    for unit, fams in ((1, ["curves"]), (4, ["curves", "edges"]), (9, ["edges"])):
+        notes_env.save(MODEL_ID, "2", unit, label="", note="", families=fams, author="ada@lab.org", seen=0)
+    at = run("layer", model=MODEL_ID, layer="2", group="true")
+    assert [s.value for s in at.subheader][:3] == ["curves (2)", "edges (2)", "In no family (13)"]
+    assert tiles(at) == [1, 4, 4, 9] + [u for u in range(16) if u not in (1, 4, 9)]  # 4 is in both families
+
+
 def test_search_finds_units_by_label_note_and_family_across_models(notes_env):
     notes_env.save(MODEL_ID, "2", 1, label="Curve detector", note="", families=[], author="a@x", seen=0)
     notes_env.save(MODEL_ID, "0", 2, label="", note="sees curved edges", families=[], author="a@x", seen=0)
