@@ -68,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--batch-size", type=_positive, default=32)
     pre.add_argument("--max-images", type=_positive, help="use only the first N dataset images")
     pre.add_argument("--work", type=workdir.location, help="shard folder, a path or s3://BUCKET/PREFIX that every "
-                     "worker can reach (default: 'work' beside the store)")
+                     "worker can reach (default: NAME.work beside the store NAME.duckdb)")
     pre.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="run jobs in this process (local, the default) or as tasks on a Ray cluster")
     pre.add_argument("--address", help="with --executor ray: the cluster to join (auto, HOST:6379 or "
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="rebuild the store from the shards of the work folder")
     ing.add_argument("--work", type=workdir.location, help="shard folder, a path or s3://BUCKET/PREFIX "
-                     "(default: 'work' beside the store)")
+                     "(default: NAME.work beside the store NAME.duckdb)")
     _store_arg(ing)
 
     info = sub.add_parser("info", help="what the store holds")
@@ -186,6 +186,7 @@ def cmd_info(args) -> None:
         print(json.dumps(summary, indent=1, default=str))
         return
     print(f"{summary['store']} (built {summary['built_at']}, {summary['images']} dataset images)")
+    print(f"  built from the work folder {summary['work'] or '(not recorded: built by an older version)'}")
     for m in summary["models"]:
         per = ", ".join(f"{k}: {v}" for k, v in m["units_per_technique"].items()) or "nothing computed"
         print(f"  {m['model']}: {len(m['layers'])} layers, {m['units']} units ({per})")

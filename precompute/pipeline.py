@@ -3,6 +3,7 @@ ones on an executor (`local_executor` or `ray_executor`, both calling `runner.ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -35,6 +36,9 @@ def precompute(req: Request) -> dict:
     Ray after their retries are listed under "failed"; the store still holds every finished shard."""
     techniques = parse_techniques(req.techniques)
     executor = parse_executor(req.executor)
+    # Settled once, before the model loads: a default folder is chosen by what lies beside the store, which
+    # this run itself changes (its shards, its store file).
+    req = dataclasses.replace(req, work=req.work_dir)
     device = check_device(req.device) if executor == "local" else driver_device(req.device)
     model, spec, dataset = load(req, device)
     layers = select_layers(req.layers, spec)

@@ -126,13 +126,14 @@ def test_disk_full_mid_ingest_keeps_the_published_store(store_copy):
 
 
 def _tables(path: Path) -> dict[str, list[tuple]]:
-    """Every row of every table, sorted (a rebuild may insert them in another order); meta without built_at."""
+    """Every row of every table, sorted (a rebuild may insert them in another order); meta without built_at and
+    work (a copy is rebuilt from its own work folder)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
         names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
                                            "WHERE table_schema = 'main' ORDER BY 1").fetchall()]
-        return {t: sorted(con.execute(f"SELECT * FROM {t}" + (" WHERE key <> 'built_at'" if t == "meta" else ""))
-                          .fetchall(), key=repr) for t in names}
+        where = {"meta": " WHERE key NOT IN ('built_at', 'work')"}
+        return {t: sorted(con.execute(f"SELECT * FROM {t}" + where.get(t, "")).fetchall(), key=repr) for t in names}
     finally:
         con.close()
 
@@ -145,6 +146,33 @@ def test_ingest_rebuilds_the_same_store(capsys, store_copy):
     assert list(after) == list(before) and before["runs"] and before["images"]
     for table in before:
         assert after[table] == before[table], table
+    code, out, _ = _cli(capsys, "info", "--json", "--store", store_copy)
+    assert json.loads(out)["work"] == str(store_copy.with_name("tiny.work").resolve())
+
+
+def test_two_stores_in_one_folder_each_hold_their_own_model(capsys, tiny_factory, tmp_path):
+    """Before each store had its own work folder, the second store here was built from both runs' shards."""
+    stores = tmp_path / "stores"
+    for name in ("a", "b"):
+        code, _, err = _cli(capsys, "precompute", f"{tiny_factory}:build", "--name", f"model-{name}", "--input-size",
+                            32, "--max-images", 8, "--techniques", "stats", "--store", stores / f"{name}.duckdb")
+        assert code == 0, err
+    for name in ("a", "b"):
+        code, out, _ = _cli(capsys, "info", "--json", "--store", stores / f"{name}.duckdb")
+        info = json.loads(out)
+        assert [m["model"] for m in info["models"]] == [f"model-{name}"]
+        assert info["work"] == str((stores / f"{name}.work").resolve())
+    code, out, _ = _cli(capsys, "info", "--store", stores / "a.duckdb")
+    assert f"built from the work folder {(stores / 'a.work').resolve()}" in out
+    # Sharing on purpose still works: one work folder named for both, and the second store holds both models.
+    shared = tmp_path / "shared"
+    for name in ("a", "b"):
+        code, _, err = _cli(capsys, "precompute", f"{tiny_factory}:build", "--name", f"model-{name}", "--input-size",
+                            32, "--max-images", 8, "--techniques", "stats", "--store", stores / f"s{name}.duckdb",
+                            "--work", shared)
+        assert code == 0, err
+    code, out, _ = _cli(capsys, "info", "--json", "--store", stores / "sb.duckdb")
+    assert [m["model"] for m in json.loads(out)["models"]] == ["model-a", "model-b"]
 
 
 def test_a_store_of_another_schema_is_one_line_saying_how_to_rebuild_it(capsys, store_copy):
