@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from precompute.dataset_pass import dataset_pass
+from precompute.dataset_pass import CANDIDATES, dataset_pass
 from precompute.datasets import Dataset, open_dataset
 from precompute.jobs import Job, write_shard
 from precompute.layers import Geometry, with_layers
@@ -120,7 +120,7 @@ def run_pass_jobs(ctx: Context, jobs: list[Job]) -> None:
     started = time.time()
     # The pass runs the model to its output only where a technique asks for the predictions (classes).
     predictions = any(TECHNIQUES[job.technique].needs_predictions for job in jobs)
-    records = dataset_pass(ctx.model, ctx.spec, layers, ctx.geometry, ctx.dataset, ctx.device, k=req.k,
+    records = dataset_pass(ctx.model, ctx.spec, layers, ctx.geometry, ctx.dataset, ctx.device, k=req.k * CANDIDATES,
                            reservoir=req.reservoir, seed=req.seed, batch_size=req.batch_size, progress=req.progress,
                            predictions=predictions)
     seen = records[layers[0]].count

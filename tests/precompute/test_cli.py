@@ -58,6 +58,9 @@ def test_unit_json_and_images(capsys, tiny_store, tmp_path):
     assert record["unit"] == "tiny@2.0:4"
     assert {"unit", "stats", "dataset", "provenance", "images"} <= set(record)
     assert len(record["dataset"]["top"]) == 8 and record["stats"]["images"] == 64
+    # The tiny store's 64 sample crops are all of skimage's astronaut, at several scales.
+    first = record["dataset"]["top"][0]
+    assert first["source_image"] == "skimage.astronaut" and len(first["source_box"]) == 4
     assert len(record["images"]) == 8 + 8 + 11
     assert all(Path(p).is_file() and p.endswith(".png") for p in record["images"])
 
