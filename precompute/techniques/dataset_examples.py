@@ -28,8 +28,8 @@ def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, 
          image_id, frame, k: int) -> pa.Table:
     """`image_id(index)` names a dataset image in the store; `frame(index)` says where it lies in its source
     image (`Dataset.frame`). Each unit keeps up to `k` top and `k` bottom examples, from the pass's longer
-    candidate lists, and one example per quantile, none of them showing a place of a source image that an
-    example kept before it shows (`precompute.places`): the best of a repeated place is the one kept."""
+    candidate lists, and one example per quantile; within each of the three lists none shows a place of a
+    source image that an example before it shows (`precompute.places`): the best of a repeated place is kept."""
     win = record.window
     cols: dict[str, list] = {c: [] for c in ("unit", "kind", "rank", "quantile", "image_id", "activation",
                                              "pos_y", "pos_x", "box", "source_image", "source_box", "heat")}
@@ -43,24 +43,25 @@ def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, 
                            ("source_box", list(where[1])), ("heat", heat.tobytes() if heat is not None else None)):
             cols[key].append(value)
 
-    places = {unit: Places() for unit in range(start, stop)}  # per unit, across its top, bottom and quantiles
+    # Each list is kept free of repeats on its own: one place may be among a unit's strongest and its weakest
+    # responses (at two scales), which says something; twice in one list it says nothing new.
     for kind, ext in (("top", record.top), ("bottom", record.bottom)):
         value, index, pos, heat = (t.cpu().numpy() for t in ext.ranked())
         for unit in range(start, stop):
-            for kept, rank in enumerate(distinct_ranks(index[:, unit], pos[:, unit], k, place, places[unit])):
+            for kept, rank in enumerate(distinct_ranks(index[:, unit], pos[:, unit], k, place)):
                 add(unit, kind, kept, None, index[rank, unit], value[rank, unit], pos[rank, unit],
                     heat[rank, unit].astype(np.float16), place(int(index[rank, unit]), int(pos[rank, unit])))
 
     values, positions, indices = record.reservoir()
     for unit in range(start, stop):
         order = np.argsort(values[:, unit], kind="stable")
-        rank = 0
+        rank, places = 0, Places()
         for q in QUANTILES:
             target = min(len(order) - 1, int(round(q * (len(order) - 1))))
             # The nearest image in the ranking whose place is not shown yet stands for the quantile.
             for row in (order[i] for i in _outward(target, len(order))):
                 where = place(int(indices[row]), int(positions[row, unit]))
-                if places[unit].add(*where):
+                if places.add(*where):
                     add(unit, "quantile", rank, q, indices[row], values[row, unit], positions[row, unit], None, where)
                     rank += 1
                     break
