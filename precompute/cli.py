@@ -49,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser("precompute", help="compute techniques for units of a model, then ingest the store")
     pre.add_argument("model", help="registry id, hf-hub:ORG/NAME[@REV], local-dir:PATH, or file.py:factory")
-    pre.add_argument("--layers", default="all", help="comma-separated layer names or aliases, or all")
+    pre.add_argument("--layers", default="default", help="comma-separated layer names or aliases; default (a "
+                     "registry model's layers; for any other model its block and stage outputs), all (every layer "
+                     "found) or convs (every convolution)")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
     pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,"
                      "featurevis,circuits,similar; default (all but featurevis) or all")

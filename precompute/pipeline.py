@@ -45,7 +45,7 @@ def precompute(req: Request) -> dict:
     units = {name: parse_units(req.units, spec.layer(name).units, name) for name in layers}
 
     work = req.work_dir
-    geo = model_geometry(model, spec, dataset, work, device)
+    geo = model_geometry(model, spec, dataset, work, device, layers)
     jobs = plan_jobs(spec, units, [TECHNIQUES[t] for t in techniques], req, dataset)
     pending = pending_jobs(jobs, work)
     started = time.time()
@@ -94,19 +94,26 @@ def pending_jobs(jobs: list[Job], work: workdir.Location) -> list[Job]:
 
 
 def model_geometry(model: torch.nn.Module, spec: ModelSpec, dataset: Dataset, work: workdir.Location,
-                   device: torch.device) -> dict[str, Geometry]:
-    """Map sizes and receptive fields of every layer, cached in the work folder's model record."""
+                   device: torch.device, layers: list[str]) -> dict[str, Geometry]:
+    """Map sizes and receptive fields, cached in the work folder's model record: of every layer of a model the
+    registry lists; of a discovered model, only of the layers asked for now or before (it may have hundreds),
+    which are the layers its record, and so the store, lists."""
     rel = shards.model_rel(spec.id)
     record = spec.to_json()
     cached = json.loads(workdir.read_text(work, rel) or "{}")
-    known = {layer["name"]: layer for layer in cached.get("layers", []) if "rf_px" in layer}
-    if all(layer.name in known for layer in spec.layers) and cached.get("input_size") == spec.input_size:
-        geo = {n: Geometry(known[n]["height"], known[n]["width"], known[n]["rf_px"]) for n in known}
-    else:
+    same_input = cached.get("input_size") == spec.input_size
+    known = {layer["name"]: layer for layer in cached.get("layers", []) if "rf_px" in layer} if same_input else {}
+    wanted = {layer.name for layer in spec.layers} if not spec.discovered else set(layers) | set(known)
+    wanted &= {layer.name for layer in spec.layers}
+    geo = {n: Geometry(known[n]["height"], known[n]["width"], known[n]["rf_px"]) for n in wanted if n in known}
+    missing = [layer for layer in spec.layers if layer.name in wanted and layer.name not in geo]
+    if missing:
         probe = [image for _, (_, image) in zip(range(8), dataset.stream(spec.input_size))]
         if not probe:
             raise UsageError(f"no readable images in dataset {dataset.name}")
-        geo = geometry(model, spec, normalise(probe, spec.mean, spec.std).to(device))
+        geo.update(geometry(model, dataclasses.replace(spec, layers=tuple(missing)),
+                            normalise(probe, spec.mean, spec.std).to(device)))
+    record["layers"] = [layer for layer in record["layers"] if layer["name"] in geo]
     for layer in record["layers"]:
         g = geo[layer["name"]]
         layer.update(height=g.height, width=g.width, rf_px=g.rf_px)
