@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -130,7 +131,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv  # for a retry command that repeats it
     try:
         return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
@@ -170,7 +173,26 @@ def cmd_precompute(args) -> int:
           f"store {args.store}: " + ", ".join(f"{v} {k}" for k, v in summary["store"].items()))
     for job in summary["failed"]:  # the store holds every other job; a rerun retries only these
         print(f"microscope: error: job {job['key']} ({job['label']}) failed: {job['error']}", file=sys.stderr)
+    if summary["failed"]:
+        print(f"microscope: {len(summary['failed'])} jobs failed, every other job is in the store; retry them "
+              f"with: {retry_command(args.argv, summary['failed'])}", file=sys.stderr)
     return 1 if summary["failed"] else 0
+
+
+def retry_command(argv: list[str], failed: list[dict]) -> str:
+    """The command line that was run, cut down to the failed jobs' layers and techniques: their keys stay the
+    same (every other option is kept), and the jobs of that cut that did finish are skipped as done."""
+    layers = ",".join(dict.fromkeys(job["layer"] for job in failed))
+    techniques = ",".join(dict.fromkeys(job["technique"] for job in failed))
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--layers", "--techniques"):
+            skip = True
+        elif not arg.startswith(("--layers=", "--techniques=")):
+            kept.append(arg)
+    return shlex.join(["microscope", *kept, "--layers", layers, "--techniques", techniques])
 
 
 def cmd_ingest(args) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -264,3 +265,64 @@ def test_precompute_inceptionv1_offline_without_its_weights_is_one_line(capsys, 
                                  "ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth and put the "
                                  "file there\n")
     assert _digest(store_copy) == before and sorted(store_copy.parent.rglob("*")) == shards
+
+
+FAULTY_FACTORY = '''
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Strict(nn.Module):
+    """Raises as timm's ViT does at an input it was not built for, in every pass over images, while the flag
+    file exists; discovery and the receptive-field probe (no inference mode) go through."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(12, 12, 1)
+
+    def forward(self, x):
+        if torch.is_inference_mode_enabled() and Path({flag!r}).exists():
+            raise AssertionError("Input height (8) doesn't match model (64).")
+        return self.conv(x)
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU()),
+                         Strict(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
+'''
+
+
+def test_an_error_inside_the_model_costs_only_its_layers_jobs_and_says_how_to_retry_them(capsys, tmp_path):
+    flag = tmp_path / "strict"
+    flag.touch()
+    factory = tmp_path / "faulty.py"
+    factory.write_text(FAULTY_FACTORY.format(flag=str(flag)))
+    store = tmp_path / "s.duckdb"
+    argv = ["precompute", f"{factory}:build", "--name", "faulty", "--input-size", "32", "--max-images", "16",
+            "--k", "4", "--techniques", "stats,dataset,tuning,classes", "--store", str(store)]
+    code, out, err = _cli(capsys, *argv)
+    assert code == 1
+    lines = err.strip().splitlines()
+    failed = [line for line in lines if line.startswith("microscope: error: job ")]
+    # Layers 3.conv, 3 (the strict block) and 6 (after it) lose every technique; 0, 2.0 and 2 lose only classes,
+    # whose predictions need the whole model to run.
+    bad, good = ("3.conv:0-11", "3:0-11", "6:0-4"), ("0:0-7", "2.0:0-11", "2:0-11")
+    assert len(failed) == 15 and all("failed: AssertionError: Input height (8) doesn't match model (64)." in line
+                                     for line in failed)
+    assert {line.split("(")[1].split(")")[0].split("@")[1] for line in failed} == {
+        f"{layer} {technique}" for layer in bad for technique in ("stats", "dataset", "tuning", "classes")} | {
+        f"{layer} classes" for layer in good}
+    assert "9 jobs run, 0 already done" in out
+    code, out, _ = _cli(capsys, "info", "--json", "--store", store)
+    computed = {layer["layer"]: layer["computed"]["stats"] for layer in json.loads(out)["models"][0]["layers"]}
+    assert computed == {"0": 8, "2.0": 12, "2": 12, "3.conv": 0, "3": 0, "6": 0}
+    retry = lines[-1].split("retry them with: ", 1)[1]
+    assert retry.endswith("--layers 0,2.0,2,3.conv,3,6 --techniques classes,stats,dataset,tuning")
+    flag.unlink()  # the model fixed: the retry runs the failed jobs, and skips the others as done
+    code, out, err = _cli(capsys, *shlex.split(retry)[1:])
+    assert code == 0, err
+    assert "15 jobs run, 9 already done" in out

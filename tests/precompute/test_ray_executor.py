@@ -211,7 +211,10 @@ def test_failing_jobs_are_retried_then_reported_by_key_and_a_dead_worker_is_repl
     assert len(keys) == layers and all(len(k) == 16 for k in keys)
     finished = {Path(s).name.rsplit("-", 1)[1] for s in finished_shards(tmp_path / "s.work")}
     assert not keys & finished and len(finished) == 2 * layers
-    assert len(attempts.read_text().splitlines()) == 3 * layers
+    # Three attempts per job. A worker process's first tuning attempt calls the model twice: the stimulus pass
+    # of every layer, which fails, and then its own layer's alone (the fallback that isolates a failing layer).
+    pids = attempts.read_text().splitlines()
+    assert len(pids) == 3 * layers + len(set(pids))
     assert f"{2 * layers} jobs run, 0 already done" in out
 
 
