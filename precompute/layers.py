@@ -81,9 +81,11 @@ def _holds_units(module: nn.Module) -> bool:
 def discover_sets(model: nn.Module, input_size: int) -> tuple[tuple[Layer, ...], tuple]:
     """Every layer found (`discover`, block outputs included) and the named sets of `--layers` (ModelSpec
     .layer_sets): "default", the block outputs in execution order (every layer where few are found, or where
-    no block output yields units), and "convs", every convolution."""
+    no block output yields units), "convs", every convolution, and "unbatched", the modules left out because
+    their outputs do not keep the batch first (so that asking for one by name says why)."""
     blocks = block_outputs(model)
-    layers = discover(model, input_size, extra=blocks)
+    unbatched: list[str] = []
+    layers = discover(model, input_size, extra=blocks, unbatched=unbatched)
     names = [layer.name for layer in layers]
     chosen = set(blocks)
     default = [n for n in names if n in chosen]
@@ -91,13 +93,15 @@ def discover_sets(model: nn.Module, input_size: int) -> tuple[tuple[Layer, ...],
         default = names
     modules = dict(model.named_modules())
     convs = [n for n in names if isinstance(modules[n], nn.Conv2d)]
-    return layers, (("default", tuple(default)), ("convs", tuple(convs)))
+    return layers, (("default", tuple(default)), ("convs", tuple(convs)), ("unbatched", tuple(unbatched)))
 
 
-def discover(model: nn.Module, input_size: int, extra: list[str] = ()) -> tuple[Layer, ...]:
+def discover(model: nn.Module, input_size: int, extra: list[str] = (), unbatched: list | None = None
+             ) -> tuple[Layer, ...]:
     """Finds the layers of a model and their unit counts with one dry forward pass, in execution order.
     `extra`: modules to try besides the convolutions, linear layers and blocks found by type. The pass runs two
-    images: an output whose first dimension is not the batch (unfolded patches, say) holds no units."""
+    images: an output whose first dimension is not the batch (unfolded patches, say) holds no units, and its
+    module is added to `unbatched` where that list is given."""
     names = list(dict.fromkeys([*_candidates(model), *extra]))
     order: list[str] = []
     modules = dict(model.named_modules())
@@ -114,8 +118,11 @@ def discover(model: nn.Module, input_size: int, extra: list[str] = ()) -> tuple[
     layers = []
     for name in dict.fromkeys(order):
         out = shapes.get(name)
-        if isinstance(out, torch.Tensor) and out.ndim in (2, 3, 4) and out.is_floating_point() and len(out) == 2:
-            layers.append(Layer(name, int(as_maps(out).shape[1])))
+        if isinstance(out, torch.Tensor) and out.ndim in (2, 3, 4) and out.is_floating_point():
+            if len(out) == 2:
+                layers.append(Layer(name, int(as_maps(out).shape[1])))
+            elif unbatched is not None:
+                unbatched.append(name)
     if not layers:
         raise ModelError("found no convolution, linear or block layers in this model")
     return tuple(layers)

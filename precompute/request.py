@@ -95,7 +95,12 @@ def select_layers(text: str, spec: ModelSpec) -> list[str]:
         if not chosen:
             raise UsageError(f"model {spec.id} has no convolutions; use --layers all or name the layers")
         return chosen
-    return list(dict.fromkeys(spec.layer(name.strip()).name for name in text.split(",") if name.strip()))
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name in (spec.layer_set("unbatched") or ()):
+            raise UsageError(f"layer {name!r} of {spec.id} holds no units: its output does not keep the batch in "
+                             "its first dimension")
+    return list(dict.fromkeys(spec.layer(name).name for name in names))
 
 
 def parse_executor(name: str) -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from precompute.layers import with_layers
 from precompute.models import Overrides, build, resolve
-from precompute.request import select_layers
+from precompute.request import UsageError, select_layers
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +86,5 @@ def test_default_layers_are_block_and_stage_outputs_in_order(factories, name, de
 def test_a_module_whose_output_does_not_keep_the_batch_first_is_no_layer(factories):
     spec = _spec(factories, "unfolding", 16)
     assert [layer.name for layer in spec.layers] == ["0", "4"]  # not Unfold, "2" (patches first) or Fold
+    with pytest.raises(UsageError, match="layer '2' of unfolding holds no units: its output does not keep the batch"):
+        select_layers("0,2", spec)
