@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from precompute.models import DEFAULT_MODEL, Overrides
 from precompute.pipeline import precompute
 from precompute.request import Request
+from store import workdir
 from store.ingest import ingest
 
 WIDE_FACTORY = '''
@@ -107,7 +108,7 @@ def ingest_rate(units: int, root: Path) -> None:
     best = None
     for _ in range(2):
         started = time.perf_counter()
-        counts = ingest(store.parent / "work", store, progress=False)
+        counts = ingest(workdir.default_for(store), store, progress=False)
         seconds = time.perf_counter() - started
         best = seconds if best is None else min(best, seconds)
     assert counts["unit_stats"] >= units, counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser("precompute", help="compute techniques for units of a model, then ingest the store")
     pre.add_argument("model", help="registry id, hf-hub:ORG/NAME[@REV], local-dir:PATH, or file.py:factory")
-    pre.add_argument("--layers", default="all", help="comma-separated layer names or aliases, or all")
+    pre.add_argument("--layers", default="default", help="comma-separated layer names or aliases; default (a "
+                     "registry model's layers; for any other model its block and stage outputs), all (every layer "
+                     "found) or convs (every convolution)")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
     pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,"
                      "featurevis,circuits,similar; default (all but featurevis) or all")
@@ -68,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--batch-size", type=_positive, default=32)
     pre.add_argument("--max-images", type=_positive, help="use only the first N dataset images")
     pre.add_argument("--work", type=workdir.location, help="shard folder, a path or s3://BUCKET/PREFIX that every "
-                     "worker can reach (default: 'work' beside the store)")
+                     "worker can reach (default: NAME.work beside the store NAME.duckdb)")
     pre.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="run jobs in this process (local, the default) or as tasks on a Ray cluster")
     pre.add_argument("--address", help="with --executor ray: the cluster to join (auto, HOST:6379 or "
@@ -81,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="rebuild the store from the shards of the work folder")
     ing.add_argument("--work", type=workdir.location, help="shard folder, a path or s3://BUCKET/PREFIX "
-                     "(default: 'work' beside the store)")
+                     "(default: NAME.work beside the store NAME.duckdb)")
     _store_arg(ing)
 
     info = sub.add_parser("info", help="what the store holds")
@@ -142,7 +145,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv  # for a retry command that repeats it
     try:
         return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
@@ -182,7 +187,26 @@ def cmd_precompute(args) -> int:
           f"store {args.store}: " + ", ".join(f"{v} {k}" for k, v in summary["store"].items()))
     for job in summary["failed"]:  # the store holds every other job; a rerun retries only these
         print(f"microscope: error: job {job['key']} ({job['label']}) failed: {job['error']}", file=sys.stderr)
+    if summary["failed"]:
+        print(f"microscope: {len(summary['failed'])} jobs failed, every other job is in the store; retry them "
+              f"with: {retry_command(args.argv, summary['failed'])}", file=sys.stderr)
     return 1 if summary["failed"] else 0
+
+
+def retry_command(argv: list[str], failed: list[dict]) -> str:
+    """The command line that was run, cut down to the failed jobs' layers and techniques: their keys stay the
+    same (every other option is kept), and the jobs of that cut that did finish are skipped as done."""
+    layers = ",".join(dict.fromkeys(job["layer"] for job in failed))
+    techniques = ",".join(dict.fromkeys(job["technique"] for job in failed))
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--layers", "--techniques"):
+            skip = True
+        elif not arg.startswith(("--layers=", "--techniques=")):
+            kept.append(arg)
+    return shlex.join(["microscope", *kept, "--layers", layers, "--techniques", techniques])
 
 
 def cmd_ingest(args) -> None:
@@ -200,6 +224,7 @@ def cmd_info(args) -> None:
         print(json.dumps(summary, indent=1, default=str))
         return
     print(f"{summary['store']} (built {summary['built_at']}, {summary['images']} dataset images)")
+    print(f"  built from the work folder {summary['work'] or '(not recorded: built by an older version)'}")
     for m in summary["models"]:
         per = ", ".join(f"{k}: {v}" for k, v in m["units_per_technique"].items()) or "nothing computed"
         print(f"  {m['model']}: {len(m['layers'])} layers, {m['units']} units ({per})")

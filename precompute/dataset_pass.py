@@ -24,6 +24,10 @@ from precompute.layers import Geometry, as_maps
 from precompute.models import ModelSpec
 
 MIN_CROP_PX = 32  # dataset crops narrower than this are unreadable as thumbnails
+# The pass keeps this many times k top and bottom candidates per unit: the dataset technique drops candidates
+# that repeat a place of a source image already kept (precompute.places), which only it can tell, as the
+# pass sees items, not their sources, and still fills k examples from the rest.
+CANDIDATES = 4
 
 
 @dataclass(frozen=True)

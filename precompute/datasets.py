@@ -25,7 +25,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass",
                   "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket")
 # Crop side as a fraction of the photo's shorter side. Within a scale the crops tile the photo without
-# overlap, so no two crops show the same pixels at the same scale (top-k lists stay free of near-copies).
+# overlap; across scales they do overlap, so one place of a photo comes several times (precompute.places).
 CROP_SCALES = (1.0, 0.8, 0.66, 0.5, 0.4, 0.33, 0.28, 0.25, 0.22, 0.2, 0.18)  # about 2,190 crops in all
 
 
@@ -41,6 +41,10 @@ class Dataset:
     items: list
     loader: object  # callable(item, size) -> PIL.Image
     describe: object  # callable(item) -> str, a human-readable source for provenance
+    # callable(item, size) -> (source, left, top, scale): the source image an item was cut from, and where
+    # input pixel p of the item at `size` lies in it (left + p * scale, top + p * scale). None: every item is
+    # its own source, named by `describe`, in its own input pixels (a file's centre square at `size`).
+    framer: object = None
     # Indices of the items that could not be read. A set, not a counter: the geometry probe and every pass
     # stream the same items, and an unreadable file is one skipped image however often it is met.
     unreadable: set[int] = field(default_factory=set)
@@ -69,6 +73,12 @@ class Dataset:
 
     def source(self, index: int) -> str:
         return self.describe(self.items[index])
+
+    def frame(self, index: int, size: int) -> tuple[str, float, float, float]:
+        """Where item `index`, at side `size`, lies in its source image (see `framer`)."""
+        if self.framer is None:
+            return self.describe(self.items[index]), 0.0, 0.0, 1.0
+        return self.framer(self.items[index], size)
 
 
 def open_dataset(ref: str) -> Dataset:
@@ -121,6 +131,12 @@ def sample_crops(shapes: dict[str, tuple[int, int]]) -> list[Crop]:
     return crops
 
 
+def crop_frame(crop: Crop, size: int) -> tuple[str, float, float, float]:
+    """Where a crop, resized to `size`, lies in its photo (see `Dataset.framer`)."""
+    left, top, right, _ = crop.box
+    return crop.photo, float(left), float(top), (right - left) / size
+
+
 _PHOTOS: dict[str, Image.Image] = {}
 
 
@@ -137,7 +153,7 @@ def sample_dataset() -> Dataset:
         left, top, right, _ = crop.box
         return f"{crop.photo} {right - left}px crop at ({left},{top})"
 
-    return Dataset("sample", sample_crops(shapes), load, describe)
+    return Dataset("sample", sample_crops(shapes), load, describe, framer=crop_frame)
 
 
 # ---- folder: any tree of images -------------------------------------------------------------------------

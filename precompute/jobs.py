@@ -49,6 +49,11 @@ class Job:
     def label(self) -> str:
         return f"{self.model_id}@{self.layer}:{self.unit_start}-{self.unit_stop - 1} {self.technique}"
 
+    def failure(self, error: str) -> dict:
+        """How an executor reports this job failed: `error` is one line."""
+        return {"key": self.key, "label": self.label(), "layer": self.layer, "technique": self.technique,
+                "error": error}
+
 
 def canonical(params: dict) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"))

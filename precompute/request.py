@@ -26,7 +26,7 @@ class UsageError(MicroscopeError, ValueError):
 class Request:
     model: str
     store: Path
-    layers: str = "all"
+    layers: str = "default"
     units: str = "all"
     techniques: str = "default"
     dataset: str = "sample"
@@ -82,9 +82,25 @@ def parse_techniques(text: str) -> list[str]:
 
 
 def select_layers(text: str, spec: ModelSpec) -> list[str]:
-    if text.strip() == "all":
+    """`all`, `default` (for a model the registry lists, all of its layers; for one whose layers were
+    discovered, its block and stage outputs), `convs` (a discovered model's convolutions) or names/aliases."""
+    text = text.strip()
+    if text == "all" or (text == "default" and not spec.discovered):
         return [layer.name for layer in spec.layers]
-    return list(dict.fromkeys(spec.layer(name.strip()).name for name in text.split(",") if name.strip()))
+    if text in ("default", "convs"):
+        if not spec.discovered:
+            raise UsageError(f"--layers convs is for models the registry does not describe; {spec.id} lists its "
+                             "layers: use all or name them")
+        chosen = list(spec.layer_set(text) or ())
+        if not chosen:
+            raise UsageError(f"model {spec.id} has no convolutions; use --layers all or name the layers")
+        return chosen
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name in (spec.layer_set("unbatched") or ()):
+            raise UsageError(f"layer {name!r} of {spec.id} holds no units: its output does not keep the batch in "
+                             "its first dimension")
+    return list(dict.fromkeys(spec.layer(name).name for name in names))
 
 
 def parse_executor(name: str) -> str:

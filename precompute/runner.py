@@ -16,13 +16,14 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from precompute.dataset_pass import dataset_pass
+from precompute.dataset_pass import CANDIDATES, dataset_pass
 from precompute.datasets import Dataset, open_dataset
 from precompute.jobs import Job, write_shard
 from precompute.layers import Geometry, with_layers
 from precompute.models import ModelSpec, build, resolve
 from precompute.request import Request, UsageError, check_device, select_layers
 from precompute.techniques import TECHNIQUES, Technique
+from store.errors import one_line
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def load(req: Request, device: torch.device) -> tuple[torch.nn.Module, ModelSpec
 
 def make_context(req: Request, geo: dict[str, Geometry], model, spec: ModelSpec, dataset: Dataset,
                  device: torch.device) -> Context:
-    return Context(model, spec, geo, dataset, device, req, select_layers(req.layers, spec))
+    # Layers the driver could not measure have no jobs, and take no part in the work that jobs share.
+    return Context(model, spec, geo, dataset, device, req, [n for n in select_layers(req.layers, spec) if n in geo])
 
 
 # The context of the request being run, per process: a Ray worker process runs many jobs of one request and
@@ -120,7 +122,7 @@ def run_pass_jobs(ctx: Context, jobs: list[Job]) -> None:
     started = time.time()
     # The pass runs the model to its output only where a technique asks for the predictions (classes).
     predictions = any(TECHNIQUES[job.technique].needs_predictions for job in jobs)
-    records = dataset_pass(ctx.model, ctx.spec, layers, ctx.geometry, ctx.dataset, ctx.device, k=req.k,
+    records = dataset_pass(ctx.model, ctx.spec, layers, ctx.geometry, ctx.dataset, ctx.device, k=req.k * CANDIDATES,
                            reservoir=req.reservoir, seed=req.seed, batch_size=req.batch_size, progress=req.progress,
                            predictions=predictions)
     seen = records[layers[0]].count
@@ -128,9 +130,24 @@ def run_pass_jobs(ctx: Context, jobs: list[Job]) -> None:
         raise UsageError(f"no readable images in dataset {ctx.dataset.name} ({ctx.dataset.skipped} skipped)")
     meta = {"seed": req.seed, "dataset": req.dataset, "images_seen": seen, "images_skipped": ctx.dataset.skipped,
             "device": str(ctx.device), "seconds": round(time.time() - started, 2)}
+    failures = []
     for job in tqdm(jobs, desc="writing shards", unit="job", disable=not req.progress):
         technique = TECHNIQUES[job.technique]
-        _write(technique, job, technique.from_pass(ctx, job, records[job.layer]), meta, req.work_dir)
+        try:
+            _write(technique, job, technique.from_pass(ctx, job, records[job.layer]), meta, req.work_dir)
+        except Exception as exc:  # noqa: BLE001 - one technique's failure must not cost the pass's other shards
+            failures.append(job.failure(one_line(exc)))
+    if failures:
+        raise JobsFailed(failures)
+
+
+class JobsFailed(RuntimeError):
+    """Some jobs of a pass failed after the pass itself ran; every other job's shard is written. `failures`:
+    {"key", "label", "error"} per failed job."""
+
+    def __init__(self, failures: list[dict]):
+        super().__init__("; ".join(f"{f['label']}: {f['error']}" for f in failures))
+        self.failures = failures
 
 
 def _write(technique: Technique, job: Job, tables: dict[str, pa.Table], meta: dict, work) -> None:

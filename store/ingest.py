@@ -85,7 +85,11 @@ def ingest(work: Path | str, store: Path, progress: bool = True) -> dict:
         store.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{store.name}.work-", dir=store.parent) as local:
             download(work, Path(local), progress)
-            return ingest(Path(local), store, progress)
+            return _ingest_folder(Path(local), store, progress, built_from=work)
+    return _ingest_folder(work, store, progress, built_from=str(Path(work).resolve()))
+
+
+def _ingest_folder(work: Path, store: Path, progress: bool, built_from: str) -> dict:
 
     shards = finished_shards(work)
     models = sorted((work / "models").glob("*.json")) if (work / "models").is_dir() else []
@@ -97,7 +101,7 @@ def ingest(work: Path | str, store: Path, progress: bool = True) -> dict:
         try:
             con = duckdb.connect(str(tmp))
             try:
-                counts = _build(con, work, models, shards, progress)
+                counts = _build(con, work, models, shards, progress, built_from)
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
@@ -116,10 +120,12 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _build(con, work: Path, models: list[Path], shards: list[Path], progress: bool) -> dict:
+def _build(con, work: Path, models: list[Path], shards: list[Path], progress: bool, built_from: str) -> dict:
     con.execute(schema_sql())
-    con.execute("INSERT INTO meta VALUES ('schema_version', $version), ('built_at', $built_at)",
-                {"version": SCHEMA_VERSION, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    # `work` names the work folder the store was built from (`microscope info`): its shards are what a rebuild reads.
+    con.execute("INSERT INTO meta VALUES ('schema_version', $version), ('built_at', $built_at), ('work', $work)",
+                {"version": SCHEMA_VERSION, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "work": built_from})
     _ingest_models(con, models)
     artefact_tables = {t: _columns(con, t) for t in _tables(con) if "run_id" in _columns(con, t) and t != "runs"}
     if shards:

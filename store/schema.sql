@@ -78,6 +78,8 @@ CREATE TABLE dataset_examples (
     activation DOUBLE NOT NULL,
     pos_y INTEGER NOT NULL, pos_x INTEGER NOT NULL,   -- argmax cell in the activation map
     box INTEGER[] NOT NULL,           -- crop: left, top, right, bottom in input pixels
+    source_image VARCHAR,             -- the image the example was cut from (a sample crop's photo), NULL: unknown
+    source_box INTEGER[],             -- the crop in that image's pixels: no two examples of a unit share a place
     heat_cells INTEGER NOT NULL,      -- side of the activation window under the crop (0: none)
     heat BLOB,                        -- float16 row-major heat_cells x heat_cells
     run_id VARCHAR NOT NULL,

@@ -25,9 +25,28 @@ def location(value: str | Path | None) -> Location | None:
     return value.rstrip("/") if "://" in value else Path(value)
 
 
+LEGACY = "work"  # the one work folder that every store of a folder shared before NAME.work/
+
+
 def default_for(store) -> Path:
-    """Where a store's shards are kept unless told otherwise: `work/` beside the store file."""
-    return Path(store).parent / "work"
+    """Where a store's shards are kept unless told otherwise: `NAME.work/` beside `NAME.duckdb`, so that two
+    stores in one folder never build from each other's shards.
+
+    A folder set up by an older Microscope has one `work/` beside its stores. Where this store is the only
+    store there (or there is none yet), that folder can only be its own and is kept, so a rerun still resumes;
+    beside other stores it may hold theirs, so the user is told how to move or share it instead."""
+    store = Path(store)
+    own = store.with_name(f"{store.stem}.work")
+    legacy = store.parent / LEGACY
+    if own.exists() or not legacy.is_dir():
+        return own
+    others = sorted(p.name for p in store.parent.glob("*.duckdb") if p.name != store.name)
+    if not others:
+        return legacy
+    raise MicroscopeError(f"{legacy} is the work folder that older versions shared between the stores in "
+                          f"{store.parent} ({', '.join(others)}): move it to the store whose shards it holds, e.g. "
+                          f"`mv {legacy} {store.parent / Path(others[0]).stem}.work`, or share it on purpose with "
+                          f"--work {legacy}")
 
 
 def is_url(work: Location) -> bool:

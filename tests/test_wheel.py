@@ -26,7 +26,7 @@ def installed(tmp_path_factory) -> Path:
     unpacked into a folder, as pip would lay it out in site-packages."""
     src = tmp_path_factory.mktemp("src")
     shutil.copytree(ROOT, src, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "data", "work", "build", "dist", "*.egg-info", "__pycache__", "tests", "benchmarks"))
+        ".git", ".venv", "data", "work", "*.work", "build", "dist", "*.egg-info", "__pycache__", "tests", "benchmarks"))
     wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
                     str(wheels), str(src)], check=True, capture_output=True, timeout=300)

@@ -29,6 +29,7 @@ from precompute.linear_paths import (
     uniform_responses,
 )
 from precompute.models import imagenet_labels
+from precompute.places import distinct_ranks, placer
 from precompute.techniques.base import PassTechnique
 from store.errors import one_line
 
@@ -39,7 +40,7 @@ CACHED_LAYERS = 2  # jobs run in layer order: a layer's votes serve its unit chu
 
 class Classes(PassTechnique):
     name = "classes"
-    VERSION = 1
+    VERSION = 2  # 2: predicted classes of the top images the dataset technique keeps (distinct places)
     tables = ("unit_classes", "class_paths")
     unit_key = "classes"
     needs_predictions = True
@@ -126,8 +127,12 @@ def class_tables(ctx, job, record: LayerRecord) -> dict[str, pa.Table]:
     pred = record.top.pred
     if pred is not None and record.classes:
         top = pred.cpu().numpy()
+        # The top images the dataset technique keeps: the pass's candidates less repeats of one place.
+        images, positions = (t.cpu().numpy() for t in (record.top.index, record.top.pos))
+        place = placer(record.window, lambda i: ctx.dataset.frame(i, ctx.spec.input_size))
         for unit in units:
-            seen = Counter(int(c) for c in top[:, unit] if c >= 0)
+            ranks = distinct_ranks(images[:, unit], positions[:, unit], ctx.request.k, place)
+            seen = Counter(int(top[rank, unit]) for rank in ranks if top[rank, unit] >= 0)
             for rank, (index, count) in enumerate(sorted(seen.items(), key=lambda item: (-item[1], item[0]))
                                                   [:PREDICTED]):
                 add(unit, "predicted", rank, index, count=count)
@@ -146,7 +151,7 @@ def class_tables(ctx, job, record: LayerRecord) -> dict[str, pa.Table]:
         "message": pa.array([message], pa.string()),
         "classifier": pa.array([None if isinstance(classifier, CircuitError) else classifier], pa.string()),
         "classes": pa.array([classes], pa.int32()), "labeled": [names is not None],
-        "top_images": pa.array([int(record.top.value.shape[0])], pa.int32()), "run_id": [job.key],
+        "top_images": pa.array([min(ctx.request.k, int(record.top.value.shape[0]))], pa.int32()), "run_id": [job.key],
     })
     return {"unit_classes": unit_classes, "class_paths": class_paths}
 

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from precompute.dataset_pass import LayerRecord
+from precompute.dataset_pass import CANDIDATES, LayerRecord
+from precompute.places import Places, distinct_ranks, placer
 from precompute.techniques.base import PassTechnique
 from store import pictures, shards, workdir
 
@@ -24,38 +25,46 @@ THUMB_PX = 96
 
 
 def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, run_id: str,
-         image_id) -> pa.Table:
-    """`image_id(index)` names a dataset image in the store."""
+         image_id, frame, k: int) -> pa.Table:
+    """`image_id(index)` names a dataset image in the store; `frame(index)` says where it lies in its source
+    image (`Dataset.frame`). Each unit keeps up to `k` top and `k` bottom examples, from the pass's longer
+    candidate lists, and one example per quantile; within each of the three lists none shows a place of a
+    source image that an example before it shows (`precompute.places`): the best of a repeated place is kept."""
     win = record.window
     cols: dict[str, list] = {c: [] for c in ("unit", "kind", "rank", "quantile", "image_id", "activation",
-                                             "pos_y", "pos_x", "box", "heat")}
+                                             "pos_y", "pos_x", "box", "source_image", "source_box", "heat")}
+    place = placer(win, frame)
 
-    def add(unit, kind, rank, quantile, index, activation, pos, heat):
-        cols["unit"].append(unit)
-        cols["kind"].append(kind)
-        cols["rank"].append(rank)
-        cols["quantile"].append(quantile)
-        cols["image_id"].append(image_id(int(index)))
-        cols["activation"].append(float(activation))
-        cols["pos_y"].append(int(pos) // win.width)
-        cols["pos_x"].append(int(pos) % win.width)
-        cols["box"].append(list(win.box(int(pos))))
-        cols["heat"].append(heat.tobytes() if heat is not None else None)
+    def add(unit, kind, rank, quantile, index, activation, pos, heat, where):
+        for key, value in (("unit", unit), ("kind", kind), ("rank", rank), ("quantile", quantile),
+                           ("image_id", image_id(int(index))), ("activation", float(activation)),
+                           ("pos_y", int(pos) // win.width), ("pos_x", int(pos) % win.width),
+                           ("box", list(win.box(int(pos)))), ("source_image", where[0]),
+                           ("source_box", list(where[1])), ("heat", heat.tobytes() if heat is not None else None)):
+            cols[key].append(value)
 
+    # Each list is kept free of repeats on its own: one place may be among a unit's strongest and its weakest
+    # responses (at two scales), which says something; twice in one list it says nothing new.
     for kind, ext in (("top", record.top), ("bottom", record.bottom)):
         value, index, pos, heat = (t.cpu().numpy() for t in ext.ranked())
         for unit in range(start, stop):
-            for rank in range(value.shape[0]):
-                if index[rank, unit] >= 0:
-                    add(unit, kind, rank, None, index[rank, unit], value[rank, unit], pos[rank, unit],
-                        heat[rank, unit].astype(np.float16))
+            for kept, rank in enumerate(distinct_ranks(index[:, unit], pos[:, unit], k, place)):
+                add(unit, kind, kept, None, index[rank, unit], value[rank, unit], pos[rank, unit],
+                    heat[rank, unit].astype(np.float16), place(int(index[rank, unit]), int(pos[rank, unit])))
 
     values, positions, indices = record.reservoir()
     for unit in range(start, stop):
         order = np.argsort(values[:, unit], kind="stable")
-        for rank, q in enumerate(QUANTILES):
-            row = order[min(len(order) - 1, int(round(q * (len(order) - 1))))]
-            add(unit, "quantile", rank, q, indices[row], values[row, unit], positions[row, unit], None)
+        rank, places = 0, Places()
+        for q in QUANTILES:
+            target = min(len(order) - 1, int(round(q * (len(order) - 1))))
+            # The nearest image in the ranking whose place is not shown yet stands for the quantile.
+            for row in (order[i] for i in _outward(target, len(order))):
+                where = place(int(indices[row]), int(positions[row, unit]))
+                if places.add(*where):
+                    add(unit, "quantile", rank, q, indices[row], values[row, unit], positions[row, unit], None, where)
+                    rank += 1
+                    break
 
     n = len(cols["unit"])
     return pa.table({
@@ -65,22 +74,35 @@ def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, 
     })
 
 
+def _outward(start: int, n: int):
+    """start, start + 1, start - 1, start + 2, ... within 0..n-1."""
+    yield start
+    for step in range(1, n):
+        for i in (start + step, start - step):
+            if 0 <= i < n:
+                yield i
+
+
 def referenced_images(table: pa.Table) -> set[str]:
     return set(table.column("image_id").to_pylist())
 
 
 class DatasetExamples(PassTechnique):
     name = "dataset"
-    VERSION = 1
+    VERSION = 2  # 2: examples that repeat a place of a source image are dropped; rows name source and box
     tables = ("dataset_examples", "thumbnails", "images")
     unit_key = "dataset"
+
+    def params(self, req, spec) -> dict:
+        return {"candidates": CANDIDATES}
 
     def from_pass(self, ctx, job, record: LayerRecord) -> dict[str, pa.Table]:
         """The technique's rows, its thumbnails, and the images they show (written once per dataset)."""
         spec, dataset, work = ctx.spec, ctx.dataset, ctx.request.work_dir
         dataset_key = f"{shards.slug(ctx.request.dataset)}-{spec.input_size}"
         examples = rows(record, spec.id, job.layer, job.unit_start, job.unit_stop, job.key,
-                        image_id=lambda i: f"{dataset_key}:{i}")
+                        image_id=lambda i: f"{dataset_key}:{i}", frame=lambda i: dataset.frame(i, spec.input_size),
+                        k=ctx.request.k)
         listing = {"image_id": [], "dataset": [], "source": [], "path": []}
         missing = []
         stored = workdir.names_under(work, shards.images_rel(dataset_key))

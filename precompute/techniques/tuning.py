@@ -205,13 +205,23 @@ class Tuning(Technique):
 
     def run(self, ctx, job) -> dict[str, pa.Table]:
         """One job: the layer's units [unit_start, unit_stop). The stimulus pass runs once per request, for
-        every layer the request names, and is kept in the context's cache for the other jobs."""
+        every layer the request names, and is kept in the context's cache for the other jobs. Where that pass
+        raises (an error inside the model), each layer's pass runs alone: a layer that fails costs its own jobs."""
         key = ("tuning", job.params)
+        size = ctx.spec.input_size
+
+        def stimulus_pass(layers: list[str]) -> dict:
+            return responses(ctx.model, layers, size, ctx.spec.mean, ctx.spec.std, ctx.device,
+                             batch_size=ctx.request.batch_size,
+                             margins={name: margin(ctx.geometry[name], size) for name in layers})
+
         if key not in ctx.cache:
-            size = ctx.spec.input_size
-            ctx.cache[key] = responses(ctx.model, ctx.layers, size, ctx.spec.mean, ctx.spec.std, ctx.device,
-                                       batch_size=ctx.request.batch_size,
-                                       margins={name: margin(ctx.geometry[name], size) for name in ctx.layers})
+            try:
+                ctx.cache[key] = stimulus_pass(ctx.layers)
+            except Exception:  # noqa: BLE001 - any error raised inside the model: retried layer by layer below
+                ctx.cache[key] = {}
+        if job.layer not in ctx.cache[key]:
+            ctx.cache[key].update(stimulus_pass([job.layer]))
         return {"tuning": rows(ctx.spec.id, job.layer, job.unit_start, job.unit_stop, job.key, ctx.spec.input_size,
                                ctx.cache[key][job.layer])}
 

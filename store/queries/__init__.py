@@ -60,6 +60,11 @@ class Store(*READERS):
     def built_at(self) -> str:
         return self._rows("SELECT value FROM meta WHERE key = 'built_at'")[0]["value"]
 
+    def built_from(self) -> str | None:
+        """The work folder whose shards the store was built from; None for a store built before it was recorded."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'work'")
+        return rows[0]["value"] if rows else None
+
     def models(self) -> list[dict]:
         return self._rows("""
             SELECT m.*, count(l.layer) AS layer_count, coalesce(sum(l.units), 0) AS unit_count,
@@ -157,7 +162,7 @@ class Store(*READERS):
             })
         images = self._rows("SELECT count(*) AS n FROM images")[0]["n"]
         return {"store": str(self.path), "schema_version": SCHEMA_VERSION, "built_at": self.built_at(),
-                "models": models, "images": images}
+                "work": self.built_from(), "models": models, "images": images}
 
 
 # What `unit --json` holds, in order: the unit's name, each technique's part, then the runs behind them.

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,9 @@ def test_unit_json_and_images(capsys, tiny_store, tmp_path):
     assert record["unit"] == "tiny@2.0:4"
     assert {"unit", "stats", "dataset", "provenance", "images"} <= set(record)
     assert len(record["dataset"]["top"]) == 8 and record["stats"]["images"] == 64
+    # The tiny store's 64 sample crops are all of skimage's astronaut, at several scales.
+    first = record["dataset"]["top"][0]
+    assert first["source_image"] == "skimage.astronaut" and len(first["source_box"]) == 4
     assert len(record["images"]) == 8 + 8 + 11
     assert all(Path(p).is_file() and p.endswith(".png") for p in record["images"])
 
@@ -126,13 +130,14 @@ def test_disk_full_mid_ingest_keeps_the_published_store(store_copy):
 
 
 def _tables(path: Path) -> dict[str, list[tuple]]:
-    """Every row of every table, sorted (a rebuild may insert them in another order); meta without built_at."""
+    """Every row of every table, sorted (a rebuild may insert them in another order); meta without built_at and
+    work (a copy is rebuilt from its own work folder)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
         names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
                                            "WHERE table_schema = 'main' ORDER BY 1").fetchall()]
-        return {t: sorted(con.execute(f"SELECT * FROM {t}" + (" WHERE key <> 'built_at'" if t == "meta" else ""))
-                          .fetchall(), key=repr) for t in names}
+        where = {"meta": " WHERE key NOT IN ('built_at', 'work')"}
+        return {t: sorted(con.execute(f"SELECT * FROM {t}" + where.get(t, "")).fetchall(), key=repr) for t in names}
     finally:
         con.close()
 
@@ -145,6 +150,33 @@ def test_ingest_rebuilds_the_same_store(capsys, store_copy):
     assert list(after) == list(before) and before["runs"] and before["images"]
     for table in before:
         assert after[table] == before[table], table
+    code, out, _ = _cli(capsys, "info", "--json", "--store", store_copy)
+    assert json.loads(out)["work"] == str(store_copy.with_name("tiny.work").resolve())
+
+
+def test_two_stores_in_one_folder_each_hold_their_own_model(capsys, tiny_factory, tmp_path):
+    """Before each store had its own work folder, the second store here was built from both runs' shards."""
+    stores = tmp_path / "stores"
+    for name in ("a", "b"):
+        code, _, err = _cli(capsys, "precompute", f"{tiny_factory}:build", "--name", f"model-{name}", "--input-size",
+                            32, "--max-images", 8, "--techniques", "stats", "--store", stores / f"{name}.duckdb")
+        assert code == 0, err
+    for name in ("a", "b"):
+        code, out, _ = _cli(capsys, "info", "--json", "--store", stores / f"{name}.duckdb")
+        info = json.loads(out)
+        assert [m["model"] for m in info["models"]] == [f"model-{name}"]
+        assert info["work"] == str((stores / f"{name}.work").resolve())
+    code, out, _ = _cli(capsys, "info", "--store", stores / "a.duckdb")
+    assert f"built from the work folder {(stores / 'a.work').resolve()}" in out
+    # Sharing on purpose still works: one work folder named for both, and the second store holds both models.
+    shared = tmp_path / "shared"
+    for name in ("a", "b"):
+        code, _, err = _cli(capsys, "precompute", f"{tiny_factory}:build", "--name", f"model-{name}", "--input-size",
+                            32, "--max-images", 8, "--techniques", "stats", "--store", stores / f"s{name}.duckdb",
+                            "--work", shared)
+        assert code == 0, err
+    code, out, _ = _cli(capsys, "info", "--json", "--store", stores / "sb.duckdb")
+    assert [m["model"] for m in json.loads(out)["models"]] == ["model-a", "model-b"]
 
 
 def test_a_store_of_another_schema_is_one_line_saying_how_to_rebuild_it(capsys, store_copy):
@@ -233,3 +265,64 @@ def test_precompute_inceptionv1_offline_without_its_weights_is_one_line(capsys, 
                                  "ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth and put the "
                                  "file there\n")
     assert _digest(store_copy) == before and sorted(store_copy.parent.rglob("*")) == shards
+
+
+FAULTY_FACTORY = '''
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Strict(nn.Module):
+    """Raises as timm's ViT does at an input it was not built for, in every pass over images, while the flag
+    file exists; discovery and the receptive-field probe (no inference mode) go through."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(12, 12, 1)
+
+    def forward(self, x):
+        if torch.is_inference_mode_enabled() and Path({flag!r}).exists():
+            raise AssertionError("Input height (8) doesn't match model (64).")
+        return self.conv(x)
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU()),
+                         Strict(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
+'''
+
+
+def test_an_error_inside_the_model_costs_only_its_layers_jobs_and_says_how_to_retry_them(capsys, tmp_path):
+    flag = tmp_path / "strict"
+    flag.touch()
+    factory = tmp_path / "faulty.py"
+    factory.write_text(FAULTY_FACTORY.format(flag=str(flag)))
+    store = tmp_path / "s.duckdb"
+    argv = ["precompute", f"{factory}:build", "--name", "faulty", "--input-size", "32", "--max-images", "16",
+            "--k", "4", "--techniques", "stats,dataset,tuning,classes", "--store", str(store)]
+    code, out, err = _cli(capsys, *argv)
+    assert code == 1
+    lines = err.strip().splitlines()
+    failed = [line for line in lines if line.startswith("microscope: error: job ")]
+    # Layers 3.conv, 3 (the strict block) and 6 (after it) lose every technique; 0, 2.0 and 2 lose only classes,
+    # whose predictions need the whole model to run.
+    bad, good = ("3.conv:0-11", "3:0-11", "6:0-4"), ("0:0-7", "2.0:0-11", "2:0-11")
+    assert len(failed) == 15 and all("failed: AssertionError: Input height (8) doesn't match model (64)." in line
+                                     for line in failed)
+    assert {line.split("(")[1].split(")")[0].split("@")[1] for line in failed} == {
+        f"{layer} {technique}" for layer in bad for technique in ("stats", "dataset", "tuning", "classes")} | {
+        f"{layer} classes" for layer in good}
+    assert "9 jobs run, 0 already done" in out
+    code, out, _ = _cli(capsys, "info", "--json", "--store", store)
+    computed = {layer["layer"]: layer["computed"]["stats"] for layer in json.loads(out)["models"][0]["layers"]}
+    assert computed == {"0": 8, "2.0": 12, "2": 12, "3.conv": 0, "3": 0, "6": 0}
+    retry = lines[-1].split("retry them with: ", 1)[1]
+    assert retry.endswith("--layers 0,2.0,2,3.conv,3,6 --techniques classes,stats,dataset,tuning")
+    flag.unlink()  # the model fixed: the retry runs the failed jobs, and skips the others as done
+    code, out, err = _cli(capsys, *shlex.split(retry)[1:])
+    assert code == 0, err
+    assert "15 jobs run, 9 already done" in out

@@ -123,7 +123,7 @@ def test_an_unreadable_image_is_counted_once(tiny_factory, tmp_path):
 
 def test_kill_9_midway_then_rerun_completes_exactly_once(tmp_path):
     """A real run of the bundled model, killed while it writes shards, then started again."""
-    store, work = tmp_path / "s.duckdb", tmp_path / "work"
+    store, work = tmp_path / "s.duckdb", tmp_path / "s.work"
     cmd = [sys.executable, "-m", "precompute.cli", "precompute", "efficientnet_lite0.bundled", "--max-images", "48",
            "--layers", "blocks.1,blocks.2,blocks.3,conv_head", "--techniques", "stats,dataset", "--store", str(store)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

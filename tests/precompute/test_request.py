@@ -34,3 +34,10 @@ def test_layers_by_name_or_alias_and_unknown():
     assert select_layers("b3,conv_head,blocks.3", spec) == ["blocks.3", "conv_head"]
     with pytest.raises(ModelError, match="unknown layer 'blocks.9'"):
         select_layers("blocks.9", spec)
+
+
+def test_a_registry_model_gets_every_layer_it_lists_by_default_and_no_convs_set():
+    spec = REGISTRY["efficientnet_lite0.bundled"]
+    assert select_layers("default", spec) == select_layers("all", spec) == [layer.name for layer in spec.layers]
+    with pytest.raises(UsageError, match="--layers convs is for models the registry does not describe"):
+        select_layers("convs", spec)

@@ -161,7 +161,8 @@ def test_a_two_class_factory_without_labels_reaches_unit_json_with_its_votes_pat
     assert [[(v["index"], v["weight"]) for v in b["down"]] for b in body] == [
         [(1, pytest.approx(-3.0))], [(0, pytest.approx(-1.0))], []]
     for b in body:
-        assert "status" not in b and sum(p["count"] for p in b["predicted"]) == 8
+        # Out of k = 8: the 24 crops are all of one photo, and crops showing one place of it count once.
+        assert "status" not in b and 1 <= sum(p["count"] for p in b["predicted"]) <= 8
         assert all(set(p) == {"index", "label", "count"} and p["index"] in (0, 1) for p in b["predicted"])
     assert record("fc", 1)["classes"]["up"] == [{"index": 1, "label": None, "weight": 1.0}]  # the logit itself
     stem = record("stem", 0)
@@ -212,7 +213,9 @@ def test_predicted_classes_of_top_images_are_the_models_predictions(tmp_path):
         tops = [r["image_id"] for r in reader.unit_examples("colour", "0", unit) if r["kind"] == "top"]
         expected = Counter(predicted(i) for i in tops)
         got = {p["index"]: p["count"] for p in reader.classes_record("colour", "0", unit)["predicted"]}
-        assert got == dict(expected) and sum(got.values()) == 8
+        # The top images that the dataset technique keeps (k = 8 at most, fewer where the 48 crops of one photo
+        # repeat a place), and the predictions are counted over those same images.
+        assert got == dict(expected) and 1 <= sum(got.values()) == len(tops) <= 8
     # The images that excite the red channel most are mostly predicted red (class 0): a check on the check.
     assert reader.classes_record("colour", "0", 0)["predicted"][0]["index"] == 0
 
