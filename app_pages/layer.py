@@ -88,27 +88,16 @@ votes = data.layer_votes(key, mid, name)  # each tile names the class its unit r
 top.caption(f"{len(shown):,} of {len(units):,} units match · page {page} of {pages} · showing "
             f"{len(chunk):,} units")
 
-
-def gallery(rows) -> None:
+if chunk.empty:
+    st.info("No unit matches these filters. Lower the minimum fraction or show dead units.")
+for title, rows in [] if chunk.empty else notes.by_family(chunk, families) if grouped else [(None, chunk)]:
+    if title:
+        st.subheader(title, anchor=False)
     st.html(html.gallery([
         {"href": links.unit_href(mid, name, int(r.unit)), "unit": int(r.unit), "max": r.max, "dead": bool(r.dead),
          "thumb": thumbs.get(int(r.unit)), "vote": votes.get(int(r.unit)), **badges.get(int(r.unit), {})}
         for r in rows.itertuples(index=False)
     ]))
-
-
-if chunk.empty:
-    st.info("No unit matches these filters. Lower the minimum fraction or show dead units.")
-elif grouped:  # each family of the page's units under its name (a unit in two families shows in both)
-    for family, members in families.items():
-        if (rows := chunk[chunk["unit"].isin(members)]).size:
-            st.subheader(f"{family} ({len(rows)})", anchor=False)
-            gallery(rows)
-    if (rest := chunk[~chunk["unit"].isin({u for members in families.values() for u in members})]).size:
-        st.subheader(f"In no family ({len(rest)})", anchor=False)
-        gallery(rest)
-else:
-    gallery(chunk)
 visuals = data.layer_visuals(key, mid, name)
 if visuals:
     st.subheader("DeepDream and caricatures", anchor=False)

@@ -9,6 +9,12 @@ growing (the caches in dashboard/data.py and dashboard/examples.py have max_entr
 
     python benchmarks/bench_load.py --store /tmp/load/microscope.duckdb [--sessions 20] [--steps 5] [--rounds 2]
 
+With `--notes SAVES`, each session instead saves SAVES labels on one of the first `--units` units of a layer, as
+a person does on the unit page: it types a label of its own, presses Save, and on a stale save ("Not saved",
+both versions shown) presses "Save mine on top of it" and Save again. Afterwards every save the page confirmed
+("Saved (revision N)") must be a history row with its label in the notes database (a fresh SQLite file unless
+MICROSCOPE_NOTES names one); a confirmed save missing there is a lost edit. It prints saves per second.
+
 Build a store for it with, e.g.:
     microscope precompute efficientnet_lite0.bundled --store /tmp/load/microscope.duckdb \
         --layers blocks.2,blocks.4 --max-images 300
@@ -24,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -103,6 +110,84 @@ async def session(browser, base: str, model: str, layers: dict, steps: int, seed
         await context.close()
 
 
+async def _alert_after(page, before: str) -> str:
+    """The text of the page's first alert once it differs from `before` (the one shown before the click)."""
+    handle = await page.wait_for_function(
+        """old => { const a = document.querySelector('[data-testid="stAlert"]');
+                    return a && a.innerText.trim() !== old ? a.innerText.trim() : null; }""",
+        arg=before, timeout=TIMEOUT_MS)
+    return await handle.json_value()
+
+
+async def _alert_text(page) -> str:
+    alert = page.locator('[data-testid="stAlert"]').first
+    return (await alert.inner_text()).strip() if await alert.count() else ""
+
+
+async def notes_session(browser, base: str, model: str, layer: str, unit: int, saves: int, name: str,
+                        done: list, counts: dict, errors: list, ramp: float) -> None:
+    await asyncio.sleep(ramp)
+    context = await browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    try:
+        await page.goto(f"{base}/unit?{urlencode({'model': model, 'layer': layer, 'unit': unit})}",
+                        wait_until="commit", timeout=TIMEOUT_MS)
+        label = page.get_by_label("Label", exact=True)
+        await label.wait_for(timeout=TIMEOUT_MS)
+        for i in range(saves):
+            text = f"{name}-{i}"
+            await label.fill(text)
+            for _attempt in range(20):
+                before = await _alert_text(page)
+                started = time.perf_counter()
+                await page.get_by_role("button", name="Save", exact=True).click()
+                shown = await _alert_after(page, before)
+                if shown.startswith("Saved (revision"):
+                    done.append((unit, text))
+                    counts["times"].append(time.perf_counter() - started)
+                    break
+                if "Both versions are below" not in shown:
+                    raise RuntimeError(shown.splitlines()[0][:200])
+                counts["stale"] += 1  # someone saved since the form was loaded: keep mine, on top of theirs
+                await page.get_by_role("button", name="Save mine on top of it").click()
+                await page.get_by_role("button", name="Save mine on top of it").wait_for(state="detached")
+            else:
+                raise RuntimeError(f"{text}: still stale after 20 tries")
+    except Exception as exc:  # noqa: BLE001 - every failure is counted and reported, the others go on
+        errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    finally:
+        await context.close()
+
+
+async def notes_load(base: str, model: str, layer: str, units: int, sessions: int, saves: int, ramp: float):
+    from playwright.async_api import async_playwright
+
+    done, counts, errors = [], {"stale": 0, "times": []}, []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            await asyncio.gather(*(notes_session(browser, base, model, layer, i % units, saves, f"s{i}", done,
+                                                 counts, errors, ramp * i / sessions) for i in range(sessions)))
+        finally:
+            await browser.close()
+    return done, counts, errors
+
+
+def lost_edits(notes_url: str, model: str, layer: str, done: list) -> list[tuple[int, str]]:
+    """The confirmed saves that have no history row with their label."""
+    from store.notes import Notes
+
+    held = Notes.open(notes_url, readonly=True)
+    try:
+        logged = {(unit, row["new_value"]) for unit in {u for u, _ in done}
+                  for row in held.history(model, layer, unit) if row["field"] == "label"}
+    finally:
+        held.close()
+    return [save for save in done if save not in logged]
+
+
 async def load(base: str, model: str, layers: dict, sessions: int, steps: int, round_: int, examples: int,
                ramp: float = 0.0):
     from playwright.async_api import async_playwright
@@ -131,6 +216,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ramp", type=float, default=5.0, help="seconds over which the sessions start")
     ap.add_argument("--examples", type=int, default=43, help="dataset images a unit page shows (16+16+11 at k=16)")
+    ap.add_argument("--notes", type=int, metavar="SAVES", help="save SAVES labels per session instead of browsing")
+    ap.add_argument("--units", type=int, default=3, help="with --notes: the units the sessions share")
     args = ap.parse_args()
 
     from store.queries import Store
@@ -152,10 +239,14 @@ def main() -> int:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MICROSCOPE_STORE": location}
+    if args.notes:
+        env.setdefault("MICROSCOPE_NOTES", f"sqlite:///{tempfile.mkdtemp(prefix='bench-notes-')}/notes.sqlite")
+        env.pop("MICROSCOPE_NOTES_READONLY", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env={**os.environ, "MICROSCOPE_STORE": location}, stdout=subprocess.DEVNULL,
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
@@ -165,6 +256,8 @@ def main() -> int:
             except OSError:
                 time.sleep(0.2)
         proc = psutil.Process(server.pid)
+        if args.notes:
+            return notes_main(args, base, proc, env["MICROSCOPE_NOTES"], sorted(layers)[0])
         print(f"store {args.store}: {args.model}, layers {layers}; {args.sessions} concurrent browser sessions, "
               f"each a deep link then {args.steps} x 'Next unit', starting over {args.ramp:g} s; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
@@ -205,6 +298,27 @@ def main() -> int:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def notes_main(args, base: str, proc: psutil.Process, notes_url: str, layer: str) -> int:
+    print(f"{args.sessions} concurrent browser sessions, {args.notes} label saves each, on units 0-{args.units - 1} "
+          f"of {args.model}@{layer}; notes {notes_url.split('://')[0]}; {os.cpu_count()} CPUs")
+    cpu = sum(proc.cpu_times()[:2])
+    start = time.perf_counter()
+    done, counts, errors = asyncio.run(notes_load(base, args.model, layer, args.units, args.sessions, args.notes,
+                                                  args.ramp))
+    wall = time.perf_counter() - start
+    lost = lost_edits(notes_url, args.model, layer, done)
+    times = counts["times"]
+    print(f"{len(done)} saves confirmed in {wall:.1f} s: {len(done) / wall:.2f} saves per second; "
+          f"{counts['stale']} stale saves shown both versions and saved again; {len(errors)} errors; "
+          f"{len(lost)} lost edits")
+    if times:
+        print(f"  save to confirmation p50 {pct(times, 50):.2f} s  p95 {pct(times, 95):.2f} s; "
+              f"server CPU {sum(proc.cpu_times()[:2]) - cpu:.1f} s")
+    for line in errors[:10] + [f"lost: unit {u} label {t}" for u, t in lost[:10]]:
+        print(f"  {line}")
+    return 1 if errors or lost else 0
 
 
 if __name__ == "__main__":

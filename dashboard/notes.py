@@ -68,3 +68,12 @@ def family_filter(where, fams: dict[str, list[int]], **kw) -> set[int] | None:
     options = {"": "all units", **{name: f"{name} ({len(units)})" for name, units in fams.items()}}
     family, _ = url_widgets.choice(where, "Family", options, "family", "", **kw)
     return set(fams[family]) if family else None
+
+
+def by_family(units, fams: dict[str, list[int]]) -> list[tuple[str, object]]:
+    """A gallery page's rows (a frame with `unit`) per family, titled with the count (a unit in two families is
+    in both), then the rows in no family; empty groups left out."""
+    groups = [(f"{name} ({len(rows)})", rows) for name, members in fams.items()
+              if len(rows := units[units["unit"].isin(members)])]
+    rest = units[~units["unit"].isin({u for members in fams.values() for u in members})]
+    return groups + ([(f"In no family ({len(rest)})", rest)] if len(rest) else [])
