@@ -142,7 +142,8 @@ async def notes_session(browser, base: str, model: str, layer: str, unit: int, s
             for _attempt in range(20):
                 before = await _alert_text(page)
                 started = time.perf_counter()
-                await page.get_by_role("button", name="Save", exact=True).click()
+                # While a rerun replaces the page, Streamlit can show the old form beside the new one for a moment.
+                await page.get_by_role("button", name="Save", exact=True).first.click()
                 shown = await _alert_after(page, before)
                 if shown.startswith("Saved (revision"):
                     done.append((unit, text))
@@ -151,8 +152,8 @@ async def notes_session(browser, base: str, model: str, layer: str, unit: int, s
                 if "Both versions are below" not in shown:
                     raise RuntimeError(shown.splitlines()[0][:200])
                 counts["stale"] += 1  # someone saved since the form was loaded: keep mine, on top of theirs
-                await page.get_by_role("button", name="Save mine on top of it").click()
-                await page.get_by_role("button", name="Save mine on top of it").wait_for(state="detached")
+                await page.get_by_role("button", name="Save mine on top of it").first.click()
+                await page.get_by_role("button", name="Save mine on top of it").first.wait_for(state="detached")
             else:
                 raise RuntimeError(f"{text}: still stale after 20 tries")
     except Exception as exc:  # noqa: BLE001 - every failure is counted and reported, the others go on
