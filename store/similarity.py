@@ -112,7 +112,7 @@ def neighbours_and_cka(blocks: list[Block], top: int = TOP, progress: bool = Fal
     ordered pair of layers the sum of their squared correlations (the Frobenius norms CKA is made of)."""
     found: list[pd.DataFrame] = []
     sums: dict[tuple, float] = {}
-    for a in tqdm(blocks, desc="finding similar units", unit="layer", disable=not progress):
+    for a in tqdm(blocks, desc="finding similar units", unit="layer", disable=not progress or not blocks):
         buckets: dict[tuple[str, str], list] = {}
         for b in blocks:
             scores = correlations(a, b)

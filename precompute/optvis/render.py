@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ def render(
     settings.check()
     _check_device(model, device)
     work = prepare(model, layers, device, input_size) if optimise_model else model
+    if objective.pooled:
+        settings = dataclasses.replace(settings, window=usable_window(work, layers, window, input_size, device))
     try:
         with frozen_eval(work):
             images = _render_fitting(work, objective, layers, keys, settings, step_callback)
@@ -135,7 +138,8 @@ def render_units(
     _check_device(model, device)
     work = prepare(model, [info.name], device, spec.input_size)
     pooled = makers[objective](info.name, units[:1]).pooled
-    chunk_size = settings.batch or auto_batch(device, settings.window if pooled else None)
+    window = usable_window(work, [info.name], settings.window, spec.input_size, device) if pooled else None
+    chunk_size = settings.batch or auto_batch(device, window)
     images, scores, done = [], [], 0
     for start in range(0, len(units), chunk_size):
         chunk = units[start:start + chunk_size]
@@ -283,6 +287,24 @@ def _optimise(model, objective, layers, keys, settings, step_callback) -> np.nda
     with torch.no_grad():
         final = image_fn().detach().permute(0, 2, 3, 1).float().cpu().numpy()
     return to_uint8(final)
+
+
+def usable_window(model: nn.Module, layers: Sequence[str], window: float | None, input_size: int,
+                  device: torch.device) -> float | None:
+    """`window` where the model runs on a window of its input up to `layers`; None (the whole view) for one that
+    takes only its own input size up to there (ViT and Mixer check the image's size or add position embeddings
+    made for it; LeViT's attention biases are), so that such models render as others do, without windows."""
+    if not window or window >= 1:
+        return window
+    side = max(1, round(window * input_size))
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    probe = match_layout(torch.zeros(1, 3, side, side, device=device, dtype=dtype), model)
+    try:
+        with torch.no_grad(), capture(model, list(layers)) as captured:
+            run(model, probe, captured)
+    except Exception:  # noqa: BLE001 - whatever the model raises on a smaller input means: no windows for it
+        return None
+    return window
 
 
 def _window(objective: obj.Objective, s: _Settings) -> list[tf.Warp]:

@@ -264,11 +264,36 @@ def test_a_window_shows_pooled_objectives_part_of_the_view_and_scores_the_whole(
     _, before = R.render(model, objective, **{**FAST, "steps": 1})
     sides.clear()
     images, after = R.render(model, objective, window=0.5, optimise_model=False, **FAST)
-    assert sides[:FAST["steps"]] == [16] * FAST["steps"]  # the steps saw 16 px windows of the 32 px view
-    assert sides[FAST["steps"]:] == [32]  # the score is measured on the whole view
+    # A probe that the model runs on a window, the steps' 16 px windows of the 32 px view, then the score
+    # measured on the whole view.
+    assert sides == [16] + [16] * FAST["steps"] + [32]
     assert np.allclose(after, R.achieved(model, objective, images, input_size=32, mean=FAST["mean"],
                                          std=FAST["std"]), atol=1e-5)
     assert (after > before + 0.01).all(), (before, after)
+
+
+class OwnSizeOnly(nn.Sequential):
+    """A model that, like a ViT, refuses any input but its own size."""
+
+    def forward(self, x):
+        assert x.shape[-1] == 32, f"Input height ({x.shape[-1]}) doesn't match model (32)."
+        return super().forward(x)
+
+
+def test_a_model_that_takes_only_its_own_input_size_renders_without_windows():
+    model = OwnSizeOnly(*tiny()).eval()
+    sides = input_sides(model)
+    objective = O.channels("3", [0, 1])
+    _, before = R.render(model, objective, **{**FAST, "steps": 1})
+    sides.clear()
+    images, after = R.render(model, objective, window=0.5, optimise_model=False, **FAST)
+    assert set(sides) == {32}  # the probe at the window's side stopped at the model's check; the steps saw it all
+    assert (after > before + 0.01).all(), (before, after)
+    assert R.usable_window(tiny(), ["3"], 0.5, 32, torch.device("cpu")) == 0.5  # a convnet keeps its windows
+    spec = ModelSpec(id="own", arch="own", source="factory", input_size=32, mean=FAST["mean"], std=FAST["std"],
+                     layers=(Layer("3", 6),))
+    images, scores = R.render_units(model, spec, "3", [0, 1], size=32, steps=3, window=0.5)
+    assert images.shape == (2, 32, 32, 3) and np.isfinite(scores).all()
 
 
 def test_position_bound_objectives_ignore_the_window():
