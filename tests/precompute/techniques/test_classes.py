@@ -87,33 +87,8 @@ def test_the_classifier_is_the_module_whose_output_the_model_returns_else_the_mo
         classifier_output(Segmenter().eval(), 16)
 
 
-class Gated(nn.Module):
-    """Squeeze-excite-like gating (x * sigmoid(...)) between the stem and the body: not a linear path."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 4, 3)
-        self.se = nn.Conv2d(4, 4, 1)
-        self.body = nn.Conv2d(4, 3, 3)
-        self.fc = nn.Linear(3, 2)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.0, 1.0]]))
-
-    def forward(self, x):
-        x = torch.relu(self.stem(x))
-        x = x * torch.sigmoid(self.se(x.mean((2, 3), keepdim=True)))
-        return self.fc(torch.relu(self.body(x)).mean((2, 3)))
-
-
-def test_a_gated_path_is_not_linear_and_says_why():
-    model = Gated().eval()
-    assert classifier_output(model, 16) == "fc"
-    with pytest.raises(NotLinearPath, match=r"^not a linear path: sigmoid in the model bends the activations"):
-        uniform_responses(model, "stem", "fc", 16)
-    np.testing.assert_allclose(uniform_responses(model, "body", "fc", 16), model.fc.weight.detach().numpy(),
-                               rtol=1e-6, atol=1e-6)  # after the gate, the path is linear again
-
-
+# Squeeze-excite-like gating (x * sigmoid(...)) between the stem and the body, then a 2-class head with hand-set
+# weights and no labels: built in this process, and named as a `file.py:build` factory on the command line.
 TWO_CLASS_FACTORY = '''
 import torch
 from torch import nn
@@ -139,6 +114,23 @@ class Gated(nn.Module):
 def build():
     return Gated()
 '''
+
+
+def gated() -> nn.Module:
+    namespace: dict = {}
+    exec(TWO_CLASS_FACTORY, namespace)  # the factory file's own code, so that both tests use one model
+    return namespace["build"]().eval()
+
+
+def test_a_gated_path_is_not_linear_and_says_why():
+    model = gated()
+    assert classifier_output(model, 16) == "fc"
+    with pytest.raises(NotLinearPath, match=r"^not a linear path: sigmoid in the model bends the activations"):
+        uniform_responses(model, "stem", "fc", 16)
+    np.testing.assert_allclose(uniform_responses(model, "body", "fc", 16), model.fc.weight.detach().numpy(),
+                               rtol=1e-6, atol=1e-6)  # after the gate, the path is linear again
+
+
 
 
 def test_a_two_class_factory_without_labels_reaches_unit_json_with_its_votes_paths_and_provenance(tmp_path, capsys):
