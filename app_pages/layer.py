@@ -85,6 +85,8 @@ show = st.segmented_control("Thumbnails", ["featurevis", "dataset"], key="thumbs
                             help="featurevis: the image optimised for the unit; dataset: its top dataset crop")
 thumbs = {**data.thumbnails(key, mid, name, layer["units"]), **(rendered if show == "featurevis" else {})}
 votes = data.layer_votes(key, mid, name)  # each tile names the class its unit raises most, where computed
+if concentrated := data.concentrated_votes(key, mid, name):
+    st.caption(concentrated)
 top.caption(f"{len(shown):,} of {len(units):,} units match · page {page} of {pages} · showing "
             f"{len(chunk):,} units")
 

@@ -7,6 +7,7 @@ Every cached function takes `key` = (absolute path, (mtime_ns, size)) first, so 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -153,6 +154,24 @@ def circuit_paths(key: StoreKey, model_id: str, layer: str) -> list[dict]:
 def layer_votes(key: StoreKey, model_id: str, layer: str) -> dict[int, dict]:
     """Each unit's strongest class vote (the layer gallery's class column); empty without class votes."""
     return _store(key).layer_votes(model_id, layer)
+
+
+CONCENTRATED = 0.25  # a layer where this share of its units or more have one strongest vote
+
+
+def concentrated_votes(key: StoreKey, model_id: str, layer: str) -> str:
+    """One line for a layer whose units mostly share their strongest class vote, '' otherwise. There the
+    linearised path's own gain decides the vote: measured on EfficientNet-Lite0, 2 to 6 distinct strongest votes
+    among the units of each layer up to blocks.4, and 146 of 192, 266 of 320, 559 of 1,280 from blocks.5 on."""
+    votes = layer_votes(key, model_id, layer)
+    if len(votes) < 8:
+        return ""
+    label, count = Counter(v["label"] or f"class {v['index']}" for v in votes.values()).most_common(1)[0]
+    if count < CONCENTRATED * len(votes):
+        return ""
+    return (f"{count} of {len(votes)} units of this layer vote most for the same class ({label}): through the layers "
+            "between here and the head, the linearised path's own gain decides the strongest vote, so it tells more "
+            "about the path than about a unit.")
 
 
 def unit_examples(key: StoreKey, model_id: str, layer: str, unit: int) -> list[dict]:

@@ -63,6 +63,8 @@ def render(ref: UnitRef) -> None:
                "taken as identity and batch norm folded: exact for a layer right before the pooled linear head, the "
                "sum of the expanded weights through the layers between otherwise. Its scale grows with the "
                "linearised path's gains, so compare votes within a unit, not across layers.")
+    if concentrated := data.concentrated_votes(ref.key, ref.model_id, ref.layer_name):
+        st.warning(concentrated, icon=":material/info:")
     if votes.get("status"):
         st.warning(f"No class votes for this layer: {votes['message']}")
     else:

@@ -80,6 +80,43 @@ def test_lens_says_why_a_gated_layer_has_no_votes(tmp_path, monkeypatch):
     assert not body.warning and NAMES.findall(html(body))[:2] == ["class 0", "class 1"]  # up: 0 (+2); down: 1 (-3)
 
 
+# Every unit of layer "0" feeds layer "2" positively, and class 0's head weights are large and positive on every
+# unit of "2": whatever a unit of "0" does, its strongest vote is class 0, the path's, not the unit's.
+CONCENTRATED_FACTORY = '''
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 5))
+    with torch.no_grad():
+        model[2].weight.copy_(torch.rand(8, 8, 1, 1) + 0.5)
+        model[6].weight.uniform_(-0.1, 0.1)
+        model[6].weight[0] = 5.0
+    return model
+'''
+
+
+def test_a_layer_whose_units_all_vote_for_one_class_says_it_is_the_paths_doing(tmp_path, monkeypatch, app_store):
+    from precompute.models import Overrides
+    from precompute.pipeline import precompute
+    from precompute.request import Request
+
+    factory = tmp_path / "concentrated.py"
+    factory.write_text(CONCENTRATED_FACTORY)
+    store = tmp_path / "s.duckdb"
+    precompute(Request(model=f"{factory}:build", store=store, techniques="classes", max_images=16, k=4,
+                       progress=False, overrides=Overrides(name="conc", input_size=32)))
+    monkeypatch.setenv("MICROSCOPE_STORE", str(store))
+    line = "8 of 8 units of this layer vote most for the same class (class 0)"
+    assert any(c.value.startswith(line) for c in run("layer", model="conc", layer="0").caption)
+    assert any(w.value.startswith(line) for w in run("unit", model="conc", layer="0", unit="3", view="classes").warning)
+    monkeypatch.setenv("MICROSCOPE_STORE", str(app_store))  # votes that differ from unit to unit: no such line
+    assert not any("vote most for the same class" in c.value for c in run("layer", model=MODEL_ID, layer="2").caption)
+
+
 @pytest.fixture(scope="module")
 def lite0_store(tmp_path_factory):
     from precompute.pipeline import precompute
