@@ -64,7 +64,9 @@ def blocks_from(samples: pd.DataFrame, responses: pd.DataFrame) -> list[Block]:
     responses as float16 bytes): one block per layer and image sample, so that a layer's runs over the same
     images make one block."""
     sample_of = {r.run_id: (r.dataset, tuple(r.images)) for r in samples.itertuples(index=False)}
-    responses = responses.assign(sample=responses["run_id"].map(lambda run: hash(sample_of[run])))
+    distinct: dict[tuple, int] = {}  # each distinct (dataset, images) sample, numbered: runs sharing one group
+    responses = responses.assign(sample=responses["run_id"].map(
+        lambda run: distinct.setdefault(sample_of[run], len(distinct))))
     out = []
     for _, rows in responses.groupby(["model_id", "layer", "sample"], sort=False):
         first = rows.iloc[0]

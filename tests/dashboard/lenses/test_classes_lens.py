@@ -62,17 +62,22 @@ def test_search_lists_the_units_that_vote_for_a_class(store_env, app_store):
     assert nothing.info and "No unit's stored votes name a class matching 'no such class'" in nothing.info[0].value
 
 
-def test_lens_says_why_a_gated_layer_has_no_votes(tmp_path, monkeypatch):
+def class_store(folder, factory_source: str, name: str):
+    """A store of class votes (16 sample images) for the model that `factory_source`'s build() returns."""
     from precompute.models import Overrides
     from precompute.pipeline import precompute
     from precompute.request import Request
 
-    factory = tmp_path / "two_class.py"
-    factory.write_text(TWO_CLASS_FACTORY)
-    store = tmp_path / "s.duckdb"
+    factory = folder / f"{name}.py"
+    factory.write_text(factory_source)
+    store = folder / "s.duckdb"
     precompute(Request(model=f"{factory}:build", store=store, techniques="classes", max_images=16, k=4,
-                       progress=False, overrides=Overrides(name="two", input_size=32)))
-    monkeypatch.setenv("MICROSCOPE_STORE", str(store))
+                       progress=False, overrides=Overrides(name=name, input_size=32)))
+    return store
+
+
+def test_lens_says_why_a_gated_layer_has_no_votes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROSCOPE_STORE", str(class_store(tmp_path, TWO_CLASS_FACTORY, "two")))
     gated = run("unit", model="two", layer="stem", unit="0", view="classes")
     assert gated.warning and gated.warning[0].value.startswith("No class votes for this layer: not a linear path: "
                                                                "sigmoid in the model bends the activations")
@@ -100,16 +105,7 @@ def build():
 
 
 def test_a_layer_whose_units_all_vote_for_one_class_says_it_is_the_paths_doing(tmp_path, monkeypatch, app_store):
-    from precompute.models import Overrides
-    from precompute.pipeline import precompute
-    from precompute.request import Request
-
-    factory = tmp_path / "concentrated.py"
-    factory.write_text(CONCENTRATED_FACTORY)
-    store = tmp_path / "s.duckdb"
-    precompute(Request(model=f"{factory}:build", store=store, techniques="classes", max_images=16, k=4,
-                       progress=False, overrides=Overrides(name="conc", input_size=32)))
-    monkeypatch.setenv("MICROSCOPE_STORE", str(store))
+    monkeypatch.setenv("MICROSCOPE_STORE", str(class_store(tmp_path, CONCENTRATED_FACTORY, "conc")))
     line = "8 of 8 units of this layer vote most for the same class (class 0)"
     assert any(c.value.startswith(line) for c in run("layer", model="conc", layer="0").caption)
     assert any(w.value.startswith(line) for w in run("unit", model="conc", layer="0", unit="3", view="classes").warning)
