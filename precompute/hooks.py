@@ -8,6 +8,17 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+# Set on a module whose 4-D output is channels-last (batch, height, width, channels), as Swin's stages are
+# (`layers.channels_last`): every reader of this package sees it as (batch, channels, height, width).
+CHANNELS_LAST = "_microscope_channels_last"
+
+
+def _channels_first(module: nn.Module, output):
+    """The module's output as every technique reads it: channels-last maps become a channels-first view."""
+    if getattr(module, CHANNELS_LAST, False) and isinstance(output, torch.Tensor) and output.ndim == 4:
+        return output.permute(0, 3, 1, 2)
+    return output
+
 
 class StopForward(Exception):
     """Raised by the capture hook of the deepest requested layer: nothing after it needs computing."""
@@ -28,9 +39,10 @@ def capture(model: nn.Module, paths: Sequence[str], stop_after_last: bool = True
     wanted = set(paths)
 
     def hook(path: str):
-        def fn(_module, _inputs, output):
+        def fn(module, _inputs, output):
             if isinstance(output, (tuple, list)):
                 output = output[0]
+            output = _channels_first(module, output)
             # First call wins: a module applied twice (shared weights) reports its first use.
             outputs.setdefault(path, output)
             if stop_after_last and wanted.issubset(outputs):
@@ -63,7 +75,15 @@ def substitute(model: nn.Module, path: str, replace) -> Iterator[None]:
     modules = dict(model.named_modules())
     if path not in modules:
         raise KeyError(f"no module named {path!r}")
-    handle = modules[path].register_forward_hook(lambda _module, _inputs, output: replace(output))
+    module = modules[path]
+
+    def fn(_module, _inputs, output):
+        new = replace(_channels_first(module, output))
+        if new is not None and getattr(module, CHANNELS_LAST, False) and new.ndim == 4:
+            return new.permute(0, 2, 3, 1)  # back to the layout the rest of the network expects
+        return new
+
+    handle = module.register_forward_hook(fn)
     try:
         yield
     finally:

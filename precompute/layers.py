@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from precompute.hooks import capture, run
+from precompute.hooks import CHANNELS_LAST, capture, run
 from precompute.models import Layer, ModelError, ModelSpec
 
 
@@ -120,7 +120,8 @@ def discover(model: nn.Module, input_size: int, extra: list[str] = (), unbatched
         out = shapes.get(name)
         if isinstance(out, torch.Tensor) and out.ndim in (2, 3, 4) and out.is_floating_point():
             if len(out) == 2:
-                layers.append(Layer(name, int(as_maps(out).shape[1])))
+                last = channels_last(modules[name], out)
+                layers.append(Layer(name, int(out.shape[-1] if last else as_maps(out).shape[1]), channels_last=last))
             elif unbatched is not None:
                 unbatched.append(name)
     if not layers:
@@ -128,15 +129,31 @@ def discover(model: nn.Module, input_size: int, extra: list[str] = (), unbatched
     return tuple(layers)
 
 
+def channels_last(module: nn.Module, out: torch.Tensor) -> bool:
+    """Whether a 4-D output of a square input is (batch, height, width, channels). The map is square and the
+    channels are the odd dimension out: (b, c, h, h) is channels-first, (b, h, h, c) channels-last; where all
+    three agree, a linear layer or a layer norm (which act on the last dimension) says channels-last."""
+    if out.ndim != 4:
+        return False
+    _, a, b, c = out.shape
+    if b == c and a != b:
+        return False
+    if a == b and b != c:
+        return True
+    return isinstance(module, (nn.Linear, nn.LayerNorm))
+
+
 def with_layers(spec: ModelSpec, model: nn.Module) -> ModelSpec:
-    """The spec with its layers: declared ones checked against the module tree, or discovered ones."""
+    """The spec with its layers, declared ones checked against the module tree, or discovered ones; modules
+    whose maps are channels-last are marked so that every capture reads them channels-first (`hooks`)."""
     if not spec.layers:
         layers, sets = discover_sets(model, spec.input_size)
-        return dataclasses.replace(spec, layers=layers, layer_sets=sets)
+        spec = dataclasses.replace(spec, layers=layers, layer_sets=sets)
     modules = dict(model.named_modules())
     for layer in spec.layers:
         if layer.name not in modules:
             raise ModelError(f"model {spec.id} has no module {layer.name!r}")
+        setattr(modules[layer.name], CHANNELS_LAST, layer.channels_last)
     return spec
 
 

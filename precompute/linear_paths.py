@@ -341,7 +341,8 @@ def _by_backward(run, shape, units, window, centre, per, device, dtype):
         grad = as_maps(grad[:len(chunk)])
         weights.append(grad.sum(dim=(2, 3)).double().cpu().numpy())
         norms.append(grad.double().pow(2).sum(dim=(2, 3)).sqrt().cpu().numpy())
-        kernels.append(grad[:, :, top: top + kh, left: left + kw].float().cpu().numpy())
+        # clone: a view of the window would keep each chunk's whole gradient map alive until the end
+        kernels.append(grad[:, :, top: top + kh, left: left + kw].float().clone().cpu().numpy())
     return np.concatenate(weights), np.concatenate(norms), np.concatenate(kernels)
 
 

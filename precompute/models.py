@@ -42,6 +42,7 @@ class Layer:
     name: str  # canonical named_modules() path
     units: int
     alias: str = ""
+    channels_last: bool = False  # its 4-D output is (batch, height, width, channels), as Swin's stages are
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,14 @@
 every convolution; `--layers all` keeps every layer found and `--layers convs` every convolution."""
 
 import pytest
+import torch
 
+from precompute.hooks import capture, run, substitute
 from precompute.layers import with_layers
 from precompute.models import Overrides, build, resolve
-from precompute.request import UsageError, select_layers
+from precompute.pipeline import precompute
+from precompute.request import Request, UsageError, select_layers
+from store.queries import Store
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +48,27 @@ class Fold(nn.Module):
     def forward(self, x):
         n, c, h, w = x.shape
         return x.reshape(2, 2, n // 4, c, h, w).permute(2, 3, 4, 0, 5, 1).reshape(n // 4, c, 2 * h, 2 * w)
+
+
+class ToChannelsLast(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
+class ToChannelsFirst(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 3, 1, 2)
+
+
+def channels_last_copy():
+    """Layer "2" is layer "0" again, channels-last (a linear layer acting on the last dimension, as in Swin):
+    read as channels, its units are "0"'s units and answer alike."""
+    torch.manual_seed(0)
+    copy = nn.Linear(5, 5)
+    with torch.no_grad():
+        copy.weight.copy_(torch.eye(5))
+        copy.bias.zero_()
+    return nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), ToChannelsLast(), copy, ToChannelsFirst(), nn.Conv2d(5, 3, 1))
 
 
 def unfolding():
@@ -88,3 +113,28 @@ def test_a_module_whose_output_does_not_keep_the_batch_first_is_no_layer(factori
     assert [layer.name for layer in spec.layers] == ["0", "4"]  # not Unfold, "2" (patches first) or Fold
     with pytest.raises(UsageError, match="layer '2' of unfolding holds no units: its output does not keep the batch"):
         select_layers("0,2", spec)
+
+
+def test_channels_last_maps_are_read_as_channels(factories, tmp_path):
+    spec = resolve(f"{factories}:channels_last_copy", Overrides(name="cl", input_size=16))
+    model = build(spec)
+    spec = with_layers(spec, model)
+    assert [(layer.name, layer.units, layer.channels_last) for layer in spec.layers] == [
+        ("0", 5, False), ("2", 5, True), ("4", 3, False)]
+    x = torch.rand(2, 3, 16, 16)
+    with capture(model, ["0", "2"]) as outputs, torch.no_grad():
+        got = run(model, x, outputs)
+    assert got["2"].shape == (2, 5, 16, 16) and torch.allclose(got["2"], got["0"], atol=1e-6)
+    # A substituted channels-first map goes back into the network channels-last.
+    with substitute(model, "2", lambda maps: torch.zeros_like(maps)), torch.no_grad():
+        assert torch.allclose(model(x), model[4].bias.view(1, 3, 1, 1).expand(2, 3, 16, 16))
+
+    store = tmp_path / "cl.duckdb"
+    precompute(Request(model=f"{factories}:channels_last_copy", store=store, techniques="stats,dataset",
+                       max_images=24, k=4, progress=False, overrides=Overrides(name="cl", input_size=16)))
+    reader = Store(store)
+    assert {row["layer"]: row["units"] for row in reader.layers("cl")} == {"0": 5, "2": 5, "4": 3}
+    for unit in range(5):
+        first, last = reader.unit_record("cl", "0", unit), reader.unit_record("cl", "2", unit)
+        assert last["stats"]["max"] == pytest.approx(first["stats"]["max"], rel=1e-5)
+        assert [e["source_box"] for e in last["dataset"]["top"]] == [e["source_box"] for e in first["dataset"]["top"]]
