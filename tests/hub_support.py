@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import json
 import threading
 from dataclasses import dataclass, field
@@ -271,10 +270,3 @@ def use_hub(monkeypatch, home: Path, endpoint: str | None = None, offline: bool 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
     return env
 
-
-def png(color: str, size: int = 24) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
-    return buffer.getvalue()
