@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from store.errors import MicroscopeError, one_line
+from store.errors import MicroscopeError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -181,7 +181,8 @@ def folder_dataset(root: Path, name: str) -> Dataset:
 class ParquetRow:
     path: Path
     row_group: int
-    row: int
+    row: int  # within its row group
+    index: int  # within its file: what names the image, as row numbers restart in every row group
 
 
 def hub_dataset(ref: str) -> Dataset:
@@ -190,11 +191,14 @@ def hub_dataset(ref: str) -> Dataset:
         raise DatasetError(f"bad Hub dataset {ref!r}: expected hf:ORG/NAME[@REVISION]")
     from huggingface_hub import snapshot_download
 
+    from precompute.hub import fetch_failure
+
     try:
         folder = snapshot_download(repo, repo_type="dataset", revision=revision or None,
-                                   allow_patterns=["*.parquet", *[f"*{s}" for s in IMAGE_SUFFIXES]])
-    except Exception as exc:  # network, auth, missing repo: all one line for the user
-        raise DatasetError(f"cannot fetch Hub dataset {repo}: {one_line(exc)}") from exc
+                                   allow_patterns=["*.parquet", *[f"*{s}" for s in IMAGE_SUFFIXES],
+                                                   *[f"*{s.upper()}" for s in IMAGE_SUFFIXES]])
+    except Exception as exc:  # offline without it, network, auth, missing repo: all one line for the user
+        raise DatasetError(fetch_failure(f"dataset {ref}", repo, "dataset", revision, exc)) from exc
     return hub_layout_dataset(Path(folder), name=ref)
 
 
@@ -208,8 +212,11 @@ def hub_layout_dataset(root: Path, name: str) -> Dataset:
     items = []
     for shard in shards:
         meta = pq.ParquetFile(shard).metadata
+        start = 0
         for group in range(meta.num_row_groups):
-            items += [ParquetRow(shard, group, r) for r in range(meta.row_group(group).num_rows)]
+            rows = meta.row_group(group).num_rows
+            items += [ParquetRow(shard, group, r, start + r) for r in range(rows)]
+            start += rows
     cache: dict[tuple[Path, int], list] = {}
     lock = threading.Lock()  # images may be loaded from several threads
 
@@ -230,4 +237,4 @@ def hub_layout_dataset(root: Path, name: str) -> Dataset:
         with Image.open(io.BytesIO(data)) as image:
             return square(image, size)
 
-    return Dataset(name, items, load, lambda i: f"{i.path.relative_to(root)} row {i.row}")
+    return Dataset(name, items, load, lambda i: f"{i.path.relative_to(root)} row {i.index}")

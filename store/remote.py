@@ -224,9 +224,12 @@ def _download_fsspec(location: str, part: Path, seen: dict | None) -> Fetched | 
         if scheme in ("s3", "s3a") and isinstance(exc, ImportError):  # s3fs is the `s3` extra
             raise StoreError(f"{scheme}:// stores need s3fs: pip install 'microscope[s3]'") from None
         raise StoreError(f"cannot read {scheme}:// stores here: {exc}") from None
+    # HfFileSystem's plain info() is name, size and type; expanded it has the git blob id, which changes with
+    # every republish (a store of the same size too), and the LFS SHA-256 to check the download against.
+    expand = {"expand_info": True} if "hf" in _protocols(fs) else {}
     try:
         fs.invalidate_cache(path)  # fsspec file systems may answer from a listing made before the republish
-        info = fs.info(path)
+        info = fs.info(path, **expand)
     except FileNotFoundError:
         raise StoreError(f"no store at {redact(location)}") from None
     fingerprint = {k: str(info[k]) for k in FINGERPRINT_FIELDS if info.get(k) is not None}
@@ -240,6 +243,10 @@ def _download_fsspec(location: str, part: Path, seen: dict | None) -> Fetched | 
                    # An S3 ETag is the MD5 of the body unless the object was a multipart upload ("...-N").
                    md5=etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None,
                    sha256=lfs.get("sha256") if isinstance(lfs, dict) else None)
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
 
 def check_download(part: Path, fetched: Fetched) -> None:

@@ -104,3 +104,31 @@ def test_unreachable_remote_without_a_copy_says_so(tmp_path, monkeypatch):
     assert not at.exception
     assert "cannot reach store" in at.error[0].value
     assert "Nothing has been fetched from it yet" in "\n".join(c.value for c in at.caption)
+
+
+def test_a_store_published_on_the_hub(app_store, tmp_path, monkeypatch):
+    """`hf://` through huggingface_hub's HfFileSystem, from a loopback Hub (tests/hub_support.py), republished."""
+    from tests.hub_support import LoopbackHub, use_hub
+
+    folder = tmp_path / "published"
+    folder.mkdir()
+    with LoopbackHub() as hub:
+        use_hub(monkeypatch, tmp_path / "hf", hub.endpoint)
+        location = "hf://datasets/lab/microscope@main/store.duckdb"
+        publish(app_store, folder, "2026-01-01T00:00:00+00:00", 1_700_000_000)
+        hub.publish("lab/microscope", {"store.duckdb": (folder / "store.duckdb").read_bytes()}, repo_type="dataset")
+        monkeypatch.setenv("MICROSCOPE_STORE", location)
+        monkeypatch.setenv("MICROSCOPE_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv("MICROSCOPE_REFRESH", "3600")
+
+        at = unit_page()
+        at.run()
+        assert not at.exception and f"{MODEL_ID}@2:3" in headings(at)
+        assert "built 2026-01-01" in sidebar(at) and location in sidebar(at)
+        assert hub.saw("/api/datasets/lab/microscope/paths-info/main") and hub.saw("/blobs/")
+
+        publish(app_store, folder, "2026-02-02T00:00:00+00:00", 1_700_000_100)
+        hub.publish("lab/microscope", {"store.duckdb": (folder / "store.duckdb").read_bytes()}, repo_type="dataset")
+        assert remote.mirror(location, tmp_path / "cache").refresh()
+        at.run()
+        assert not at.exception and "built 2026-02-02" in sidebar(at)

@@ -211,3 +211,43 @@ def test_serve_with_an_unreachable_remote_fails_with_one_line(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("microscope: error: cannot reach store http://127.0.0.1:")
     assert "secret" not in out.stderr + out.stdout
+
+
+def test_hf_store_from_a_loopback_hub_checksum_pin_and_hot_swap(versions, tmp_path, monkeypatch):
+    """`hf://` through huggingface_hub's own HfFileSystem, talking to a loopback Hub (tests/hub_support.py)."""
+    from tests.hub_support import LoopbackHub, use_hub
+
+    with LoopbackHub() as hub:
+        use_hub(monkeypatch, tmp_path / "hf", hub.endpoint)
+        v1 = hub.publish("lab/stores", {"store.duckdb": versions["v1"].read_bytes()}, repo_type="dataset",
+                         tags=("v1",))
+        mirror = remote.Mirror("hf://datasets/lab/stores/store.duckdb", tmp_path / "cache", interval=3600)
+        assert built_at(mirror.current()) == "2026-01-01T00:00:00+00:00" and mirror.error is None
+        assert hub.saw("/api/datasets/lab/stores/paths-info/main") and hub.saw("/blobs/")  # LFS, via the CDN
+        assert mirror.refresh() is False  # the same blob
+
+        # A republished store of the very same size: only the git blob id tells it apart.
+        assert versions["v2"].stat().st_size == versions["v1"].stat().st_size
+        hub.publish("lab/stores", {"store.duckdb": versions["v2"].read_bytes()}, repo_type="dataset")
+        assert mirror.refresh() is True and built_at(mirror.current()) == "2026-02-02T00:00:00+00:00"
+
+        pinned = remote.Mirror("hf://datasets/lab/stores@v1/store.duckdb", tmp_path / "cache", interval=3600)
+        assert built_at(pinned.current()) == "2026-01-01T00:00:00+00:00"
+        assert hub.saw("/api/datasets/lab/stores/revision/v1") and hub.saw("/api/datasets/lab/stores/paths-info/v1")
+        by_commit = remote.Mirror(f"hf://datasets/lab/stores@{v1}/store.duckdb", tmp_path / "cache", interval=3600)
+        assert by_commit.current().read_bytes() == versions["v1"].read_bytes()
+
+        # The CDN hands out other bytes than the ones the Hub's LFS SHA-256 announces: refused, the copy stays.
+        old_schema = versions["old_schema"].read_bytes()
+        hub.publish("lab/stores", {"store.duckdb": old_schema}, repo_type="dataset")
+        sha = next(k for k, v in hub.blobs.items() if v == old_schema)
+        hub.blobs[sha] = versions["v1"].read_bytes()[: len(old_schema)]
+        assert mirror.refresh() is False and "store download corrupt: sha256" in mirror.error
+        hub.blobs[sha] = old_schema
+        assert mirror.refresh() is False and "has schema 1" in mirror.error
+        assert built_at(mirror.current()) == "2026-02-02T00:00:00+00:00"
+
+        for location in ("hf://datasets/lab/stores/nothing.duckdb", "hf://datasets/lab/nowhere/store.duckdb"):
+            missing = remote.Mirror(location, tmp_path / "cache", interval=0)
+            with pytest.raises(StoreError, match=f"no store at {location}"):
+                missing.current()
