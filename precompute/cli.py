@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv  # for a retry command that repeats it
+    if config.offline():
+        # huggingface_hub reads its switch once, when first imported (none of it is imported yet here)
+        os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:

@@ -199,3 +199,18 @@ def test_precompute_from_an_offline_hub_cache(hub, monkeypatch, tmp_path):
     assert models == [(f"hf-hub:{MODEL}@v1", "test_efficientnet", "hf-hub", MODEL, facts["v1"], 160)]
     assert layers == [("blocks.1",), ("blocks.3",)]
     assert stats == [("blocks.1", 12), ("blocks.3", 12)] and dataset == [(f"hf:{PHOTOS}@v1",)]
+
+
+def test_microscope_offline_alone_keeps_the_command_off_the_hub(hub, monkeypatch, tmp_path):
+    """MICROSCOPE_OFFLINE=1 with a reachable Hub and an empty cache: the command asks the Hub nothing."""
+    server, _ = hub
+    env = {**use_hub(monkeypatch, tmp_path / "hf", server.endpoint), "MICROSCOPE_OFFLINE": "1"}
+    env.pop("HF_HUB_OFFLINE")
+    heard = len(server.seen)
+    done = subprocess.run(
+        [sys.executable, "-m", "precompute.cli", "precompute", f"hf-hub:{MODEL}@v1", "--techniques", "stats",
+         "--store", str(tmp_path / "s.duckdb")],
+        cwd=ROOT, env={k: v for k, v in {**os.environ, **env}.items() if k != "HF_HUB_OFFLINE"},
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and len(server.seen) == heard
+    assert "is not in the Hub cache" in done.stderr and len(done.stderr.strip().splitlines()) == 1
