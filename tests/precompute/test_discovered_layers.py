@@ -28,6 +28,22 @@ def timm_densenet121():
     return timm.create_model("densenet121", pretrained=False)
 
 
+def timm_convnext():
+    return timm.create_model("convnext_atto", pretrained=False)
+
+
+def timm_mobilenet():
+    return timm.create_model("mobilenetv3_small_050", pretrained=False)
+
+
+def timm_vit():  # takes only its own input size
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64)
+
+
+def timm_swin():  # channels-last stages
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=112)
+
+
 def tv_resnet18():  # no feature_info: its stages are the top-level stacks
     return torchvision.models.resnet18(weights=None)
 
@@ -93,12 +109,16 @@ def _spec(factories, name: str, size: int = 64):
     ("timm_resnet18", ["act1", "layer1", "layer2", "layer3", "layer4"]),
     ("timm_densenet121", ["features.norm0", "features.denseblock1", "features.denseblock2", "features.denseblock3",
                           "features.norm5"]),
+    ("timm_convnext", ["stages.0", "stages.1", "stages.2", "stages.3"]),
+    ("timm_mobilenet", ["bn1", "blocks.0", "blocks.1", "blocks.3", "blocks.5"]),
+    ("timm_vit", [f"blocks.{i}" for i in range(12)]),
+    ("timm_swin", ["layers.0", "layers.1", "layers.2", "layers.3"]),
     ("tv_resnet18", ["layer1", "layer2", "layer3", "layer4"]),
     ("tv_googlenet", ["conv1", "conv2", "conv3", "inception3a", "inception3b", "inception4a", "inception4b",
                       "inception4c", "inception4d", "inception4e", "inception5a", "inception5b"]),
 ])
 def test_default_layers_are_block_and_stage_outputs_in_order(factories, name, default):
-    spec = _spec(factories, name, 96 if name == "tv_googlenet" else 64)
+    spec = _spec(factories, name, {"tv_googlenet": 96, "timm_swin": 112}.get(name, 64))
     assert select_layers("default", spec) == default
     everything = select_layers("all", spec)
     convs = select_layers("convs", spec)
@@ -106,6 +126,9 @@ def test_default_layers_are_block_and_stage_outputs_in_order(factories, name, de
     assert [n for n in everything if n in convs] == convs  # convolutions in network order too
     modules = dict(build(resolve(f"{factories}:{name}")).named_modules())
     assert all(type(modules[n]).__name__ == "Conv2d" for n in convs)
+    if name == "timm_swin":  # stage outputs are channels-last: their units are channels, not rows
+        assert [(layer.units, layer.channels_last) for layer in spec.layers if layer.name in default] == [
+            (96, True), (192, True), (384, True), (768, True)]
 
 
 def test_a_module_whose_output_does_not_keep_the_batch_first_is_no_layer(factories):
