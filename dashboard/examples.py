@@ -9,20 +9,12 @@ base64 and a PNG of a few dozen pixels. The finished tiles of recently seen unit
 
 from __future__ import annotations
 
-import io
-
 import streamlit as st
 
 from dashboard import data, html
 from store import pictures
 
 CROP_PX = 160  # the tile's nominal side: a box under half of it is drawn pixelated, larger ones smooth
-
-
-def _png(image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)  # a few dozen pixels: speed over size
-    return html.data_uri(buf.getvalue())
 
 
 @st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
@@ -40,11 +32,12 @@ def unit_tiles(key: data.StoreKey, model_id: str, layer: str, unit: int, heat: b
             uris[r["image_id"]] = html.data_uri(r["image"]), pictures.image_size(r["image"])
         src, size = uris[r["image_id"]]
         box = tuple(int(v) for v in r["box"])
-        layer_image = pictures.heat_layer(pictures.heat_array(r["heat"], r["heat_cells"]), vmax) if heat else None
+        tint = pictures.heat_layer(pictures.heat_array(r["heat"], r["heat_cells"]), vmax) if heat else None
         caption = f"{r['activation']:.3g}"
         if r["kind"] == "quantile" and r["quantile"] is not None:
             caption = f"q{r['quantile'] * 100:g} · {caption}"
         out[r["kind"]].append({"src": src, "box": box, "size": size, "pixelated": box[2] - box[0] < CROP_PX // 2,
-                               "heat": _png(layer_image) if layer_image is not None else None, "caption": caption,
-                               "source": r["image_source"] or r["image_id"], "activation": r["activation"]})
+                               "heat": html.data_uri(pictures.png_rgba(tint)) if tint is not None else None,
+                               "caption": caption, "source": r["image_source"] or r["image_id"],
+                               "activation": r["activation"]})
     return out
