@@ -109,7 +109,8 @@ def main() -> None:
     os.environ.setdefault("MICROSCOPE_NOTES", f"sqlite:///{tempfile.mkdtemp(prefix='bench-pages-')}/notes.sqlite")
     _share_server_state()
     # Caches made in a run see AppTest's stand-in runtime and say so once each; the figures are not affected.
-    logging.getLogger("streamlit.runtime.caching.cache_data_api").setLevel(logging.ERROR)
+    logging.getLogger("streamlit.runtime.caching.cache_data_api").addFilter(
+        lambda record: "No runtime found" not in record.getMessage())
     from store.queries import Store
 
     store = Store(args.store)
