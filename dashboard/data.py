@@ -122,10 +122,11 @@ def layer_units(key: StoreKey, model_id: str, layer: str) -> pd.DataFrame:
     return _store(key).layer_units(model_id, layer)
 
 
-@st.cache_data(max_entries=8, ttl=600, show_spinner=False)
+@st.cache_resource(max_entries=8, ttl=600, show_spinner=False)
 def thumbnails(key: StoreKey, model_id: str, layer: str, units: int, technique: str = "dataset") -> dict[int, bytes]:
     """Every unit's thumbnail of one layer (dataset crop or channel render): one query, reused across sort
-    orders and pages."""
+    orders and pages. Shared, not copied (cache_data would unpickle a large layer's 4 MB on every view): read
+    it, never change it."""
     return _store(key).thumbnails(model_id, layer, list(range(units)), technique)
 
 

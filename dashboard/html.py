@@ -25,6 +25,10 @@ STYLE = """
 .ms-ex-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 10px; }
 .ms-ex { margin: 0; }
 .ms-ex img { width: 100%; aspect-ratio: 1; display: block; border-radius: 4px; }
+.ms-ex .ms-crop { position: relative; width: 100%; aspect-ratio: 1; overflow: hidden; border-radius: 4px; }
+.ms-ex .ms-crop img { position: absolute; max-width: none; aspect-ratio: auto; border-radius: 0; }
+.ms-ex .ms-crop img.ms-px { image-rendering: pixelated; }
+.ms-ex .ms-heat { position: absolute; inset: 0; background-size: 100% 100%; }
 .ms-ex figcaption { font-size: 12px; line-height: 1.3; padding-top: 2px; font-variant-numeric: tabular-nums; }
 .ms-ex figcaption small { display: block; opacity: .6; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
@@ -93,14 +97,31 @@ def gallery(tiles: list[dict]) -> str:
 
 
 def examples(tiles: list[dict]) -> str:
-    """Tiles: {src (data URI), caption, source}."""
+    """Tiles: {src (data URI), caption, source}, and optionally the part of the image to show, `box` (left, top,
+    right, bottom in the image's pixels, of an image of `size` (width, height)), drawn `pixelated` or smooth,
+    under a `heat` layer (a data URI, scaled over the box)."""
     parts = ['<div class="ms-ex-grid">']
     for t in tiles:
         source = escape(t.get("source") or "")
-        parts.append(f'<figure class="ms-ex" title="{source}"><img src="{t["src"]}" alt="{source}">'
+        picture = _boxed(t, source) if t.get("box") else f'<img src="{t["src"]}" alt="{source}">'
+        parts.append(f'<figure class="ms-ex" title="{source}">{picture}'
                      f'<figcaption>{escape(t["caption"])}<small>{source}</small></figcaption></figure>')
     parts.append("</div>")
     return "".join(parts)
+
+
+def _boxed(t: dict, alt: str) -> str:
+    """The box of an image filling a square tile, cut and scaled by the browser: the whole image is laid out at
+    the scale that makes the box the tile's size, shifted so that the box sits in the tile, and clipped; a box
+    that is not square is stretched to the square, as a resized crop would be."""
+    left, top, right, bottom = t["box"]
+    width, height = t["size"]
+    w, h = max(right - left, 1), max(bottom - top, 1)
+    place = (f"left: {-100 * left / w:.3f}%; top: {-100 * top / h:.3f}%; width: {100 * width / w:.3f}%; "
+             f"height: {100 * height / h:.3f}%")
+    heat = f'<div class="ms-heat" style="background-image: url({t["heat"]})"></div>' if t.get("heat") else ""
+    sharp = ' class="ms-px"' if t.get("pixelated") else ""
+    return f'<div class="ms-crop"><img src="{t["src"]}" alt="{alt}"{sharp} style="{place}">{heat}</div>'
 
 
 def table(columns: list[tuple[str, str]], rows: list[dict]) -> str:

@@ -343,7 +343,7 @@ def cmd_serve(args) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless", "true",
                "--server.port", str(args.port), "--server.address", args.address,
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-               "--client.toolbarMode", "viewer"]
+               "--client.toolbarMode", "viewer", "--runner.postScriptGC", "false"]  # as .streamlit/config.toml
     folder = _settings_folder(entry)
     if os.name == "posix":  # Streamlit becomes this process: a container's stop signal reaches it directly
         os.chdir(folder)

@@ -102,3 +102,33 @@ def test_class_votes_lens_and_gallery_column_render(server, browser, tmp_path):
     shot = tmp_path / "gallery.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_dataset_tiles_the_browser_draws_match_the_server_side_crop_and_heatmap(server, browser, app_store):
+    """The page sends each stored image whole with its box and a heat layer; what the browser draws must be the
+    crop with its heatmap that store.pictures makes (the CLI's `unit --images`), and not the untinted crop."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from store import pictures
+    from store.queries import Store
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/unit?{urlencode({'model': MODEL_ID, 'layer': '2', 'unit': 3})}")
+    expect(page.locator(".ms-ex-grid img")).to_have_count(43, timeout=30_000)
+    held = Store(app_store)
+    rows = held.unit_examples(MODEL_ID, "2", 3)
+    held.close()
+    vmax = rows[0]["activation"]
+    for i in (0, 16):  # the strongest top example, the weakest bottom one: both tinted on the top one's scale
+        tile = page.locator(".ms-ex .ms-crop").nth(i)
+        tile.scroll_into_view_if_needed()
+        drawn = np.asarray(Image.open(io.BytesIO(tile.screenshot())).convert("RGB"), dtype=float)
+        crop = pictures.crop(pictures.decode(rows[i]["image"]), rows[i]["box"], drawn.shape[1])
+        tinted = pictures.overlay(crop, pictures.heat_array(rows[i]["heat"], rows[i]["heat_cells"]), vmax)
+        side = min(drawn.shape[0], crop.height)
+        near = np.abs(drawn[:side] - np.asarray(tinted, dtype=float)[:side]).mean()
+        plain = np.abs(drawn[:side] - np.asarray(crop, dtype=float)[:side]).mean()
+        assert near < 10 and plain > 2 * near + 5, (i, near, plain)

@@ -93,6 +93,28 @@ def test_unit_page_dataset_lens(store_env):
     assert nav["All units of 2"] == {"model": MODEL_ID, "layer": "2"}
 
 
+def test_unit_page_sends_the_stored_images_as_they_are_with_their_boxes(store_env, app_store):
+    """No decoding or re-encoding on the server: each tile is the stored image, placed so that its box fills the
+    tile (the browser test checks what is drawn)."""
+    import base64
+
+    from store import pictures
+    from store.queries import Store
+
+    held = Store(app_store)
+    rows = held.unit_examples(MODEL_ID, "2", 3)
+    held.close()
+    top = next(h.value for h in run("unit", model=MODEL_ID, layer="2", unit="3").html if "ms-ex-grid" in h.value)
+    sources = re.findall(r'<div class="ms-crop"><img src="data:image/webp;base64,([^"]+)"[^>]* style="([^"]+)"', top)
+    assert [base64.b64decode(src) for src, _ in sources] == [r["image"] for r in rows if r["kind"] == "top"]
+    for (_, style), row in zip(sources, rows):
+        left, upper, right, lower = row["box"]
+        width, height = pictures.image_size(row["image"])
+        side_x, side_y = right - left, lower - upper
+        assert style == (f"left: {-100 * left / side_x:.3f}%; top: {-100 * upper / side_y:.3f}%; "
+                         f"width: {100 * width / side_x:.3f}%; height: {100 * height / side_y:.3f}%")
+
+
 def test_unit_page_first_unit_has_no_previous(store_env):
     at = run("unit", model=MODEL_ID, layer="2", unit="0")
     prev = next(p for p in at.get("page_link") if p.value == "Previous unit")

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -25,3 +27,35 @@ def test_heat_array_roundtrip():
     heat = np.arange(9, dtype=np.float16).reshape(3, 3)
     assert (pictures.heat_array(heat.tobytes(), 3) == heat).all()
     assert pictures.heat_array(None, 0) is None
+
+
+def test_image_size_reads_the_header_of_each_stored_format():
+    image = Image.fromarray((np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8))
+    for fmt, options in (("WEBP", {}), ("WEBP", {"lossless": True}), ("PNG", {}), ("JPEG", {})):
+        buf = io.BytesIO()
+        image.save(buf, format=fmt, **options)
+        assert pictures.image_size(buf.getvalue()) == (53, 37), (fmt, options)
+    translucent = image.convert("RGBA")
+    translucent.putalpha(128)
+    buf = io.BytesIO()
+    translucent.save(buf, format="WEBP")  # lossy with alpha: the extended (VP8X) layout
+    assert buf.getvalue()[12:16] == b"VP8X" and pictures.image_size(buf.getvalue()) == (53, 37)
+
+
+def test_heat_layer_composited_over_the_image_is_the_overlay():
+    """The browser lays the heat layer over the crop (source-over); at one pixel per cell that is `overlay`."""
+    rng = np.random.default_rng(1)
+    base = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
+    heat = rng.random((6, 6)).astype(np.float32) * 4
+    rgba = pictures.heat_layer(heat, vmax=3.0)
+    alpha = rgba[..., 3:] / 255.0
+    composited = base * (1 - alpha) + rgba[..., :3] * alpha
+    expected = np.asarray(pictures.overlay(Image.fromarray(base), heat, vmax=3.0), dtype=float)
+    assert np.abs(composited - expected).max() <= 2.5
+    assert pictures.heat_layer(heat, vmax=float(heat.min())) is None and pictures.heat_layer(None, 1.0) is None
+
+
+def test_png_rgba_decodes_to_the_same_pixels():
+    rgba = (np.random.default_rng(2).random((5, 7, 4)) * 255).astype(np.uint8)
+    with Image.open(io.BytesIO(pictures.png_rgba(rgba))) as back:
+        assert back.mode == "RGBA" and (np.asarray(back) == rgba).all()
