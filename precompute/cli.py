@@ -55,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
                      "found) or convs (every convolution)")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
     pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,"
-                     "featurevis,circuits,similar,classes,dictionary; default (all but featurevis and dictionary) or all")
+                     "featurevis,circuits,similar,classes,dictionary, where default (all but featurevis and "
+                     "dictionary) and all stand for their sets: default,dictionary")
     # Choices are spelled out, not read from the registries: building the parser must not import torch (the
     # serving image has none); the request checks them against the registries again.
     pre.add_argument("--preset", choices=("quick", "full"), help="featurevis settings: quick (128 px, 256 steps, "

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from precompute.dataset_pass import LayerRecord
+from precompute.feature_layers import base_of, is_feature_layer
 from precompute.linear_paths import (
     CircuitError,
     NoClassifier,
@@ -28,7 +29,6 @@ from precompute.linear_paths import (
     strongest,
     uniform_responses,
 )
-from precompute.feature_layers import base_of, is_feature_layer
 from precompute.models import imagenet_labels
 from precompute.places import distinct_ranks, placer
 from precompute.techniques.base import PassTechnique
