@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from dashboard import circuit_matrix, data, html, links, notes, params, tuning_search, url_widgets
+from dashboard import circuit_matrix, data, dictionary_panel, html, links, notes, params, tuning_search, url_widgets
 from store.queries import STAT_COLUMNS
 
 PER_PAGE = 128
@@ -111,6 +111,7 @@ if visuals:
             tiles.append({"src": html.data_uri(v["source_image"]), "caption": "photo", "source": v["source"]})
         tiles.append({"src": html.data_uri(v["image"]), "caption": v["technique"], "source": v["source"]})
     st.html(html.examples(tiles))
+dictionary_panel.render(key, mid, name)
 circuit_matrix.render(key, mid, layer, data.circuit_paths(key, mid, name))
 if layer["dataset_units"] < layer["units"]:
     st.caption(f"Dataset examples were computed for {layer['dataset_units']:,} of {layer['units']:,} units; "

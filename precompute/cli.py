@@ -55,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
                      "found) or convs (every convolution)")
     pre.add_argument("--units", default="all", help="units such as 0-15,40, or all")
     pre.add_argument("--techniques", default="default", help="comma list of stats,dataset,tuning,"
-                     "featurevis,circuits,similar; default (all but featurevis) or all")
+                     "featurevis,circuits,similar,classes,dictionary, where default (all but featurevis and "
+                     "dictionary) and all stand for their sets: default,dictionary")
     # Choices are spelled out, not read from the registries: building the parser must not import torch (the
     # serving image has none); the request checks them against the registries again.
     pre.add_argument("--preset", choices=("quick", "full"), help="featurevis settings: quick (128 px, 256 steps, "
@@ -64,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--size", type=_positive, help="featurevis image side in pixels (overrides the preset)")
     pre.add_argument("--window", type=_fraction, help="featurevis: side of the random window of the model's input "
                      "that each step of a pooled objective sees, as a fraction (quick: 0.5, full: 1, the whole input)")
+    pre.add_argument("--features", help="dictionary: its size, an expansion of the layer's width (8x, the "
+                     "default) or a feature count (2048); names the dictionary layer (blocks.5/topk8x)")
+    pre.add_argument("--dict-k", type=_positive, help="dictionary: features active per position (the TopK's k; "
+                     "default: the layer's width / 8, from 2 to 32)")
     pre.add_argument("--dataset", default="sample", help="sample, folder:PATH or hf:ORG/NAME (default: sample)")
     pre.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     pre.add_argument("--seed", type=int, default=0)
@@ -182,7 +187,8 @@ def cmd_precompute(args) -> int:
         model=args.model, store=args.store, layers=args.layers, units=args.units, techniques=args.techniques,
         dataset=args.dataset, device=args.device, seed=args.seed, k=args.k, batch_size=args.batch_size,
         max_images=args.max_images, work=args.work,
-        options={"preset": args.preset, "steps": args.steps, "size": args.size, "window": args.window},
+        options={"preset": args.preset, "steps": args.steps, "size": args.size, "window": args.window,
+                 "features": args.features, "dict_k": args.dict_k},
         overrides=Overrides(args.name, args.input_size, args.mean, args.std),
         executor=args.executor, address=args.address))
     print(f"{summary['model']}: {summary['ran']} jobs run, {summary['skipped']} already done"

@@ -73,8 +73,10 @@ def parse_units(text: str, count: int, layer: str) -> list[int]:
 
 
 def parse_techniques(text: str) -> list[str]:
+    """A comma list of technique names, where `default` and `all` stand for their sets (`default,dictionary`)."""
     named = {"all": list(TECHNIQUES), "default": list(DEFAULT_TECHNIQUES)}
-    chosen = named.get(text.strip()) or [t.strip() for t in text.split(",") if t.strip()]
+    chosen = list(dict.fromkeys(name for part in text.split(",") if part.strip()
+                                for name in named.get(part.strip(), [part.strip()])))
     unknown = [t for t in chosen if t not in TECHNIQUES]
     if unknown or not chosen:
         raise UsageError(f"unknown technique {unknown[0] if unknown else text!r}; available: {', '.join(TECHNIQUES)}")
@@ -100,6 +102,13 @@ def select_layers(text: str, spec: ModelSpec) -> list[str]:
         if name in (spec.layer_set("unbatched") or ()):
             raise UsageError(f"layer {name!r} of {spec.id} holds no units: its output does not keep the batch in "
                              "its first dimension")
+    known = {layer.name for layer in spec.layers}
+    for name in names:
+        if "/" in name and name not in known:
+            base = name.rsplit("/", 1)[0]
+            raise UsageError(f"dictionary layer {name} of {spec.id} is not computed: learn it with `microscope "
+                             f"precompute {spec.id} --layers {base} --techniques dictionary` (--features, --dict-k "
+                             "to match its name)")
     return list(dict.fromkeys(spec.layer(name).name for name in names))
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from precompute.dataset_pass import CANDIDATES, dataset_pass
 from precompute.datasets import Dataset, open_dataset
+from precompute.feature_layers import with_stored
 from precompute.jobs import Job, write_shard
 from precompute.layers import Geometry, with_layers
 from precompute.models import ModelSpec, build, resolve
@@ -41,13 +42,16 @@ class Context:
 
 
 def load(req: Request, device: torch.device) -> tuple[torch.nn.Module, ModelSpec, Dataset]:
-    """The request's model on `device`, its spec with its layers, and its dataset (cut to max_images)."""
+    """The request's model on `device`, its spec with its layers (the dictionary layers of the work folder
+    among them, `precompute.feature_layers`), and its dataset (cut to max_images)."""
     dataset = open_dataset(req.dataset)
     if req.max_images:
         dataset.items = dataset.items[: req.max_images]
     spec = resolve(req.model, req.overrides)
     model = build(spec, pretrained=True, device=device)
-    return model, with_layers(spec, model), dataset
+    # Dictionaries trained before (in this work folder) are layers of the model from then on.
+    spec, _ = with_stored(model, with_layers(spec, model), req.work_dir)
+    return model, spec, dataset
 
 
 def make_context(req: Request, geo: dict[str, Geometry], model, spec: ModelSpec, dataset: Dataset,

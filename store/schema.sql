@@ -283,3 +283,51 @@ CREATE TABLE class_paths (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer)
 );
+
+-- Sparse dictionaries (technique `dictionary`): one row per dictionary, keyed by its feature layer
+-- (BASE/NAME, a layer of the layers table), with its quality on held-out positions and its stability
+-- (each feature's best decoder cosine in a second dictionary trained with another seed).
+CREATE TABLE dictionaries (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,           -- the feature layer, e.g. blocks.5/topk8x
+    base_layer VARCHAR NOT NULL,      -- the layer whose activation vectors it decomposes
+    name VARCHAR NOT NULL,            -- topk8x, topk2048, topk8x-k16
+    features INTEGER NOT NULL,
+    k INTEGER NOT NULL,               -- features active per position (TopK)
+    seed BIGINT NOT NULL,
+    second_seed BIGINT NOT NULL,      -- the seed of the dictionary its stability is measured against
+    explained_variance DOUBLE NOT NULL,  -- on held-out positions: 1 - residual / total variance
+    second_explained_variance DOUBLE,
+    mean_l0 DOUBLE NOT NULL,          -- active features per held-out position
+    dead_share DOUBLE NOT NULL,       -- features active at no sampled position
+    dense_share DOUBLE NOT NULL,      -- features active at more than a tenth of positions
+    stable_share DOUBLE NOT NULL,     -- live features whose best cosine in the second seed reaches stable_cosine
+    stability_median DOUBLE NOT NULL, -- median best cosine of the live features
+    stable_cosine DOUBLE NOT NULL,
+    positions BIGINT NOT NULL,        -- activation vectors trained on (a uniform sample of the dataset's)
+    held_out_positions BIGINT NOT NULL,
+    steps INTEGER NOT NULL,
+    train_nmse DOUBLE,
+    b_pre FLOAT[] NOT NULL,           -- the pre-encoder bias, over the base layer's channels
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer)
+);
+
+-- One row per feature: its decoder direction over the base layer's channels (unit norm), its encoder row
+-- (so the store holds the whole dictionary), how often it fires, its stability and its best single channel.
+CREATE TABLE dictionary_features (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,           -- the feature layer
+    unit INTEGER NOT NULL,            -- the feature
+    direction FLOAT[] NOT NULL,
+    encoder FLOAT[] NOT NULL,
+    encoder_bias FLOAT NOT NULL,
+    frequency DOUBLE NOT NULL,        -- share of sampled positions where it is active
+    seed_cosine DOUBLE NOT NULL,      -- best decoder cosine in the second seed's dictionary
+    seed_match INTEGER NOT NULL,      -- that feature of the second dictionary
+    stable BOOLEAN NOT NULL,          -- seed_cosine >= the dictionary's stable_cosine (else: one seed only)
+    channel_cosine DOUBLE NOT NULL,   -- best |cosine| with a single channel of the base layer
+    best_channel INTEGER NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit)
+);

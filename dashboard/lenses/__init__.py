@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from dashboard.lenses import circuits, classes, dataset, featurevis, similar, stats, tuning
+from dashboard.lenses import circuits, classes, dataset, dictionary, featurevis, similar, stats, tuning
 from dashboard.params import UnitRef
 
 
@@ -22,5 +22,6 @@ class Lens(Protocol):
     def render(self, ref: UnitRef) -> None: ...
 
 
-LENSES: dict[str, Lens] = {lens.NAME: lens for lens in (dataset, featurevis, stats, tuning, circuits, similar, classes)}
+LENSES: dict[str, Lens] = {lens.NAME: lens for lens in (dataset, featurevis, stats, tuning, circuits, similar, classes,
+                                                         dictionary)}
 DEFAULT = "dataset"

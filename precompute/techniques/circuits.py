@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 import pyarrow as pa
 
+from precompute.feature_layers import base_of, is_feature_layer
 from precompute.linear_paths import MAX_KERNEL, CircuitError, NotLinearPath, PairWeights, expanded_weights, strongest
 from precompute.techniques.base import Technique
 from store.errors import one_line
@@ -55,11 +56,35 @@ def _pair(ctx, source: str, target: str) -> PairWeights | CircuitError:
     return cache[(source, target)]
 
 
+def _feature_pair(ctx, source: str, target: str) -> PairWeights | CircuitError:
+    """A dictionary layer's weights: from its base layer, the encoder's rows (1x1 kernels: the TopK set aside
+    as the expanded weights set ReLUs aside); from a layer further back, the base layer's expanded weights
+    followed by the encoder."""
+    base = base_of(target)
+    encoder = dict(ctx.model.named_modules())[target].encoder.detach().cpu().numpy().astype(np.float64)
+    if source == base:
+        g = ctx.geometry[base]
+        centre = (g.height // 2, g.width // 2)
+        return PairWeights(source, target, np.arange(len(encoder)), encoder, np.abs(encoder),
+                           encoder[:, :, None, None].astype(np.float32), (*centre, 1, 1), (1, 1), (g.height, g.width),
+                           centre)
+    inner = _pair(ctx, source, base)
+    if isinstance(inner, CircuitError):
+        return inner
+    kernels = np.einsum("fc,cphw->fphw", encoder, inner.kernels.astype(np.float64)).astype(np.float32)
+    rows = encoder[:, inner.units]
+    return PairWeights(source, target, np.arange(len(encoder)), rows @ inner.weights,
+                       np.sqrt(np.einsum("fphw->fp", kernels.astype(np.float64) ** 2)), kernels, inner.window,
+                       inner.support, inner.source_map, inner.centre, inner.crop)
+
+
 def neighbour_tables(ctx, job) -> dict[str, pa.Table]:
     """The job's units' strongest input and output neighbours, their rows of the weight matrix, and how each
-    path to them went."""
-    names = [layer.name for layer in ctx.spec.layers]
+    path to them went. A dictionary layer (`BASE/NAME`) reads its base layer and the layers before it, and
+    feeds nothing: the network's own layers are each other's neighbours, as if it were not there."""
+    names = [layer.name for layer in ctx.spec.layers if not is_feature_layer(layer.name) or layer.name == job.layer]
     at = names.index(job.layer)
+    feature = is_feature_layer(job.layer)
     k = max(MIN_K, ctx.request.k)
     units = list(range(job.unit_start, job.unit_stop))
     rows: dict[str, list] = {c: [] for c in ("unit", "direction", "other_layer", "hops", "other_unit", "rank",
@@ -85,7 +110,7 @@ def neighbour_tables(ctx, job) -> dict[str, pa.Table]:
         if at - hops < 0:
             break
         source = names[at - hops]
-        pair = _pair(ctx, source, job.layer)
+        pair = _feature_pair(ctx, source, job.layer) if feature else _pair(ctx, source, job.layer)
         if isinstance(pair, CircuitError):
             status = "not_linear" if isinstance(pair, NotLinearPath) else "error"
             for key, value in zip(paths, (source, hops, status, str(pair), None, None, None, None)):
@@ -100,7 +125,7 @@ def neighbour_tables(ctx, job) -> dict[str, pa.Table]:
                     add(unit, "input", source, hops, pair, row, column, rank)
             for key, value in zip(matrix, (unit, source, hops, pair.weights[row].astype(np.float32).tolist())):
                 matrix[key].append(value)
-    if at + 1 < len(names):
+    if at + 1 < len(names) and not feature:
         pair = _pair(ctx, job.layer, names[at + 1])
         if not isinstance(pair, CircuitError):
             for unit in units:

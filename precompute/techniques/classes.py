@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from precompute.dataset_pass import LayerRecord
+from precompute.feature_layers import base_of, is_feature_layer
 from precompute.linear_paths import (
     CircuitError,
     NoClassifier,
@@ -68,6 +69,8 @@ def votes(ctx, layer: str) -> np.ndarray | CircuitError:
     if isinstance(classifier, CircuitError):
         return classifier
     cache = ctx.cache["classes"]["votes"]
+    if layer not in cache and is_feature_layer(layer):
+        cache[layer] = _feature_votes(ctx, layer)
     if layer not in cache:
         try:
             cache[layer] = uniform_responses(ctx.model, layer, classifier, ctx.spec.input_size, ctx.device)
@@ -79,6 +82,17 @@ def votes(ctx, layer: str) -> np.ndarray | CircuitError:
             cache.popitem(last=False)
     cache.move_to_end(layer)
     return cache[layer]
+
+
+def _feature_votes(ctx, layer: str) -> np.ndarray | CircuitError:
+    """A dictionary feature votes as its decoder direction does through its base layer: the logits' change
+    when the base layer's map moves by the feature's unit direction. Where the base layer's path is not linear,
+    neither is the feature's, with the same reason."""
+    base = votes(ctx, base_of(layer))
+    if isinstance(base, CircuitError):
+        return type(base)(f"{base} (the votes of {layer} go through its base layer {base_of(layer)})")
+    direction = dict(ctx.model.named_modules())[layer].direction.detach().cpu().numpy().astype(np.float64)
+    return base @ direction.T
 
 
 def labels(ctx, classes: int) -> list[str] | None:

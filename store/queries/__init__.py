@@ -2,7 +2,8 @@
 
 `Store` opens a store file (refusing one of another schema version) and answers what every page needs:
 models, layers, runs (provenance), the layer search and the summary. Each technique's read side is one mixin
-module beside this one (stats, dataset, tuning, featurevis, circuits, similar, classes); `Store` inherits them
+module beside this one (stats, dataset, tuning, featurevis, circuits, similar, classes,
+dictionary); `Store` inherits them
 all, and each declares its `SECTION`: its key in `unit --json`, the method that fills it, and its per-unit
 table. A new technique adds its module and one line in READERS.
 """
@@ -20,6 +21,7 @@ from store.queries.base import Section
 from store.queries.circuits import CircuitsQueries
 from store.queries.classes import ClassesQueries
 from store.queries.dataset import DatasetQueries
+from store.queries.dictionary import DictionaryQueries
 from store.queries.featurevis import FeaturevisQueries
 from store.queries.similar import SimilarQueries
 from store.queries.stats import STAT_COLUMNS, StatsQueries
@@ -29,7 +31,7 @@ __all__ = ["SECTIONS", "STAT_COLUMNS", "Store", "READERS"]
 
 # In the order of their keys in `unit --json`.
 READERS = (StatsQueries, DatasetQueries, TuningQueries, FeaturevisQueries, CircuitsQueries, SimilarQueries,
-           ClassesQueries)
+           ClassesQueries, DictionaryQueries)
 
 
 class Store(*READERS):
@@ -159,6 +161,8 @@ class Store(*READERS):
                            for layer in self.layers(m["model_id"])],
                 "units": int(m["unit_count"]),
                 "units_per_technique": self.units_computed(m["model_id"]),
+                "dictionaries": [{k: v for k, v in d.items() if k not in ("run_id", "position")}
+                                 for d in self.dictionaries(m["model_id"])],
             })
         images = self._rows("SELECT count(*) AS n FROM images")[0]["n"]
         return {"store": str(self.path), "schema_version": SCHEMA_VERSION, "built_at": self.built_at(),
@@ -169,5 +173,7 @@ class Store(*READERS):
 SECTIONS: tuple[Section, ...] = (
     Section("unit", Store.unit_name),
     *(technique.SECTION for technique in READERS),
+    # A dictionary feature's dictionary, stability and the channels it reads; a neuron's features that read it.
+    Section("dictionary", Store.feature_record),
     Section("provenance", Store.unit_runs),
 )

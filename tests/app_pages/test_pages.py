@@ -321,7 +321,7 @@ def test_lens_registry_is_the_only_place_that_names_lenses():
     from dashboard.lenses import DEFAULT, LENSES, Lens
 
     assert list(LENSES) == ["dataset", "featurevis", "stats", "tuning", "circuits", "similar",
-                           "classes"] and DEFAULT in LENSES
+                           "classes", "dictionary"] and DEFAULT in LENSES
     for name, lens in LENSES.items():
         assert isinstance(lens, Lens) and lens.NAME == name and lens.LABEL and callable(lens.render)
     assert LENSES["dataset"].KEEP == ("heat",) and LENSES["circuits"].KEEP == ("source",)
