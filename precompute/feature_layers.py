@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from precompute.hooks import channels_first
 from precompute.layers import as_maps
 from precompute.models import Layer, ModelSpec
 from store import shards, workdir
@@ -72,7 +73,7 @@ def _host_class(cls: type) -> type:
             out = super(host, self).forward(*args, **kwargs)
             for feature in self.__dict__["_microscope_features"]:
                 if feature._forward_hooks or feature._forward_pre_hooks:
-                    feature(out)
+                    feature(channels_first(self, out))  # a channels-last base layer is read as channels
             return out
 
         host = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__})

@@ -13,7 +13,7 @@ from torch import nn
 CHANNELS_LAST = "_microscope_channels_last"
 
 
-def _channels_first(module: nn.Module, output):
+def channels_first(module: nn.Module, output):
     """The module's output as every technique reads it: channels-last maps become a channels-first view."""
     if getattr(module, CHANNELS_LAST, False) and isinstance(output, torch.Tensor) and output.ndim == 4:
         return output.permute(0, 3, 1, 2)
@@ -42,7 +42,7 @@ def capture(model: nn.Module, paths: Sequence[str], stop_after_last: bool = True
         def fn(module, _inputs, output):
             if isinstance(output, (tuple, list)):
                 output = output[0]
-            output = _channels_first(module, output)
+            output = channels_first(module, output)
             # First call wins: a module applied twice (shared weights) reports its first use.
             outputs.setdefault(path, output)
             if stop_after_last and wanted.issubset(outputs):
@@ -78,7 +78,7 @@ def substitute(model: nn.Module, path: str, replace) -> Iterator[None]:
     module = modules[path]
 
     def fn(_module, _inputs, output):
-        new = replace(_channels_first(module, output))
+        new = replace(channels_first(module, output))
         if new is not None and getattr(module, CHANNELS_LAST, False) and new.ndim == 4:
             return new.permute(0, 2, 3, 1)  # back to the layout the rest of the network expects
         return new
