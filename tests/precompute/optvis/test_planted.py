@@ -6,6 +6,7 @@ import pytest
 
 from precompute.optvis import objectives as O
 from precompute.optvis import render as R
+from precompute.optvis.presets import MIN_WINDOW_PX, effective_window
 from tests import planted as P
 
 pytestmark = pytest.mark.integration
@@ -36,3 +37,9 @@ def test_default_preset_recovers_the_planted_gratings():
     errors = [P.angle_error(P.spectrum_orientation(im), g.degrees) for im, g in zip(images, units)]
     assert sum(e <= 15 for e in errors) >= 7, errors
     assert achieved.mean() >= 0.5 * best.mean(), achieved / best
+
+
+def test_windows_narrower_than_the_floor_show_the_whole_view():
+    assert effective_window(0.5, 224) == 0.5  # the bundled models' 112 px windows stay
+    assert effective_window(0.5, 64) is None and effective_window(1.0, 224) is None
+    assert effective_window(0.5, 2 * MIN_WINDOW_PX) == 0.5 and effective_window(0.5, 2 * MIN_WINDOW_PX - 2) is None

@@ -325,3 +325,18 @@ def test_bundled_model_two_units_rise_and_folding_is_exact():
     original = R.achieved(model, O.channels("blocks.1", [0, 5]), images, input_size=224, mean=spec.mean,
                           std=spec.std)
     assert np.allclose(original, scores, rtol=1e-3, atol=1e-3)
+
+
+def test_copies_render_each_unit_from_other_seeds_in_the_same_batch():
+    model = tiny()
+    spec = ModelSpec(id="tiny", arch="tiny", source="factory", input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                     layers=(Layer("4", 6),))
+    knobs = dict(size=32, steps=20, batch=4)
+    one, one_scores = R.render_units(model, spec, "4", [1, 2], **knobs)
+    two, two_scores = R.render_units(model, spec, "4", [1, 2], copies=2, **knobs)
+    assert two.shape == (2, 2, 32, 32, 3) and two_scores.shape == (2, 2)
+    assert np.abs(two[0].astype(int) - one.astype(int)).mean() < 1.0  # copy 0 is the single render
+    assert np.allclose(two_scores[0], one_scores, rtol=1e-3)
+    assert np.abs(two[1].astype(int) - two[0].astype(int)).mean() > 5  # copy 1 starts elsewhere
+    with pytest.raises(R.RenderError, match="copies must be a positive integer"):
+        R.render_units(model, spec, "4", [1], copies=0)
