@@ -172,6 +172,7 @@ CREATE TABLE featurevis_trust (
     layer VARCHAR NOT NULL,
     unit INTEGER NOT NULL,
     seed_agreement DOUBLE,            -- NULL where a profile is constant
+    seed_baseline DOUBLE,             -- the closest another unit's second picture comes (NULL: no other unit)
     profile BLOB NOT NULL,
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, unit)

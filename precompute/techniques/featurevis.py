@@ -135,15 +135,21 @@ def spatial_max(model, layer: str, units: list[int], images: np.ndarray, **measu
 
 
 def trust_rows(ctx, job: Job, images: np.ndarray, **measure) -> pa.Table:
-    """Per unit: the profile of its channel picture and its correlation with the second seed's picture's.
+    """Per unit: the profile of its channel picture, its correlation with the second seed's picture's, and the
+    highest correlation of that first picture with another unit's second picture in this job (the baseline).
 
     `images` is (SEEDS, units, H, W, 3) from render_units(copies=SEEDS)."""
     units = list(range(job.unit_start, job.unit_stop))
     first = profiles(ctx.model, job.layer, images[0], **measure)
     second = profiles(ctx.model, job.layer, images[1], **measure)
+    # What two different units' pictures reach: the closest any other unit's second picture comes to this one's
+    # first (None in a job of one unit).
+    baseline = [max((c for j, b in enumerate(second) if j != i if (c := trust.correlation(a, b)) is not None),
+                    default=None) for i, a in enumerate(first)]
     return pa.table({
         "model_id": [ctx.spec.id] * len(units), "layer": [job.layer] * len(units), "unit": units,
         "seed_agreement": pa.array([trust.correlation(a, b) for a, b in zip(first, second)], type=pa.float64()),
+        "seed_baseline": pa.array(baseline, type=pa.float64()),
         "profile": pa.array([trust.encode(p) for p in first], type=pa.binary()),
         "run_id": [job.key] * len(units),
     })

@@ -42,7 +42,7 @@ class FeaturevisQueries(Reader):
         (stats, dataset or the trust table) is not stored."""
         params = {"model": model_id, "layer": layer, "unit": unit}
         got = self._rows("""
-            SELECT t.seed_agreement, t.profile, p.profile AS top_profile, p.natural_floor
+            SELECT t.seed_agreement, t.seed_baseline, t.profile, p.profile AS top_profile, p.natural_floor
             FROM (SELECT 1) LEFT JOIN featurevis_trust t
                 ON t.model_id = $model AND t.layer = $layer AND t.unit = $unit
             LEFT JOIN top_profiles p ON p.model_id = $model AND p.layer = $layer AND p.unit = $unit
@@ -58,7 +58,7 @@ class FeaturevisQueries(Reader):
         mean, std = ((np.frombuffer(spread[0]["mean"], np.float32), np.frombuffer(spread[0]["std"], np.float32))
                      if spread else (None, None))
         return trust.signals(picture_max, stats, got["seed_agreement"], got["profile"], got["top_profile"],
-                             got["natural_floor"], mean, std)
+                             got["natural_floor"], mean, std, seed_baseline=got["seed_baseline"])
 
     def _stats_of(self, model_id: str, layer: str, unit: int) -> dict | None:
         rows = self._rows("SELECT mean, std, max FROM unit_stats WHERE model_id = $model AND layer = $layer "

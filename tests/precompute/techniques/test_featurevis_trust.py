@@ -98,10 +98,17 @@ def test_the_natural_range_sets_the_picture_against_the_dataset(trust_store):
         assert t["sigma"] == pytest.approx((t["picture_max"] - stats["mean"]) / stats["std"])
 
 
+def test_seeds_disagree_when_another_units_picture_comes_as_close():
+    assert trust.signals(None, None, 0.9, None, None, None, seed_baseline=0.95)["seeds_disagree"] is True
+    assert trust.signals(None, None, 0.97, None, None, None, seed_baseline=0.95)["seeds_disagree"] is False
+    assert trust.signals(None, None, 0.97, None, None, None)["seeds_disagree"] is None  # a job of one unit
+
+
 def test_two_seeds_of_a_plain_unit_agree(trust_store):
     store = Store(trust_store)
     t = store.featurevis_trust("paths", "0", 1)
-    assert t["seed_agreement"] > trust.SEED_AGREEMENT_MIN and t["seeds_disagree"] is False
+    assert t["seed_agreement"] > 0.9 and t["seed_baseline"] is not None  # the job's other unit is the baseline
+    assert t["seeds_disagree"] == (t["seed_agreement"] <= t["seed_baseline"])
     seeds = [r for r in store.unit_featurevis("paths", "0", 1) if r["technique"] == "channel"]
     assert [r["facet"] for r in seeds] == [0, 1] and seeds[0]["image"] != seeds[1]["image"]
 
@@ -111,7 +118,7 @@ def test_unit_json_carries_the_trust_record(capsys, trust_store):
     rows = json.loads(capsys.readouterr().out)["featurevis"]
     first = next(r for r in rows if (r["technique"], r["facet"]) == ("channel", 0))
     assert set(first["trust"]) == {"measure", "picture_max", "top_example", "ratio_to_top", "sigma",
-                                   "seed_agreement", "seeds_disagree", "natural_path", "natural_floor",
+                                   "seed_agreement", "seed_baseline", "seeds_disagree", "natural_path", "natural_floor",
                                    "unnatural_path"}
     assert first["trust"]["seed_agreement"] is not None
     assert all("sigma" in r and "spatial_max" in r for r in rows)
