@@ -101,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     unit.add_argument("layer", help="layer name or alias")
     unit.add_argument("unit", type=int)
     unit.add_argument("--json", action="store_true", help="print JSON")
-    unit.add_argument("--images", type=Path, metavar="DIR", help="also write the unit's images into DIR as PNG")
+    unit.add_argument("--images", type=Path, metavar="DIR", help="also write every image stored for the unit (dataset "
+                      "examples, feature visualisations, its layer's DeepDream and caricatures) into DIR as PNG")
     _store_arg(unit)
 
     compare = sub.add_parser("compare", help="match the units of two layers one to one by how alike they respond")
@@ -304,21 +305,35 @@ def cmd_compare(args) -> None:
         print(f"  {pair['a']:5d} -> {pair['b']:5d}  {pair['score']:.3f}")
 
 
-def write_unit_images(store, model_id: str, layer: str, unit: int, folder: Path) -> list[str]:
-    """The unit's dataset examples as PNG files: crops with their heatmap overlay."""
+def write_unit_images(store, model_id: str, layer: str, unit: int, folder: Path) -> list[dict]:
+    """Every image stored for the unit, as PNG files in `folder`: its dataset examples (crops with their heatmap
+    overlay), its feature visualisations (channel per seed, neuron, negative, diversity facets) and its layer's
+    DeepDream and caricatures. Returns one `{path, technique, facet}` per file; dataset examples also say their
+    `kind` (top, bottom, quantile) and `rank`, layer visuals their `source` photo."""
     from store import pictures
 
     folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(image, name: str, **about) -> None:
+        path = folder / f"{name}.png"
+        image.save(path)
+        written.append({"path": str(path), **about})
+
     examples = store.unit_examples(model_id, layer, unit)
     vmax = max((e["activation"] for e in examples if e["kind"] == "top"), default=0.0)
-    paths = []
     for ex in examples:
         image = pictures.crop(pictures.decode(ex["image"]), ex["box"], size=160)
         image = pictures.overlay(image, pictures.heat_array(ex["heat"], ex["heat_cells"]), vmax)
-        path = folder / f"{ex['kind']}-{ex['rank']:02d}.png"
-        image.save(path)
-        paths.append(str(path))
-    return paths
+        save(image, f"{ex['kind']}-{ex['rank']:02d}", technique="dataset", facet=ex["rank"], kind=ex["kind"],
+             rank=ex["rank"])
+    for row in store.unit_featurevis(model_id, layer, unit):
+        save(pictures.decode(row["image"]), f"featurevis-{row['technique']}-{row['facet']}",
+             technique=row["technique"], facet=row["facet"])
+    for row in store.layer_visuals(model_id, layer):
+        save(pictures.decode(row["image"]), f"layer-{row['technique']}-{row['facet']}", technique=row["technique"],
+             facet=row["facet"], source=row["source"])
+    return written
 
 
 def app_entry() -> Path:

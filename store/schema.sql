@@ -86,6 +86,30 @@ CREATE TABLE dataset_examples (
     PRIMARY KEY (model_id, layer, unit, kind, rank)
 );
 
+-- Per unit, the layer's mean profile over its top examples (store/trust.py: every unit's spatial max, float16),
+-- and the lowest correlation of one top example's profile with the mean of the others (natural_floor).
+CREATE TABLE top_profiles (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    profile BLOB NOT NULL,
+    natural_floor DOUBLE,             -- NULL with fewer than 3 top examples
+    examples INTEGER NOT NULL,        -- the top examples averaged (those still in the pass's reservoir)
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit)
+);
+
+-- Per layer, every unit's mean and std of the spatial max over the dataset (float32 vectors by unit, as
+-- unit_stats but whole-layer whichever units were asked for): profiles are standardised by them.
+CREATE TABLE profile_spread (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    mean BLOB NOT NULL,
+    std BLOB NOT NULL,                -- 0 for a dead unit
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer)
+);
+
 CREATE TABLE images (
     image_id VARCHAR PRIMARY KEY,     -- <dataset key>:<index>
     dataset VARCHAR NOT NULL,
@@ -133,11 +157,25 @@ CREATE TABLE featurevis (
     layer VARCHAR NOT NULL,
     unit INTEGER NOT NULL,
     technique VARCHAR NOT NULL,       -- channel | neuron | negative | diversity
-    facet INTEGER NOT NULL,           -- 0, or the diversity image's index
+    facet INTEGER NOT NULL,           -- channel: the seed (0, 1: store/trust.py); diversity: the image's index
     image BLOB NOT NULL,              -- WebP
     achieved DOUBLE NOT NULL,         -- the objective's score on the final image (channel: mean activation)
+    spatial_max DOUBLE NOT NULL,      -- the unit's spatial max on the image: unit_stats' measure
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, unit, technique, facet)
+);
+
+-- How far to trust a unit's channel picture (store/trust.py): the layer's profile on it (every unit's spatial
+-- max, float16) and the correlation of the profiles of its two seeds' pictures.
+CREATE TABLE featurevis_trust (
+    model_id VARCHAR NOT NULL,
+    layer VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    seed_agreement DOUBLE,            -- NULL where a profile is constant
+    seed_baseline DOUBLE,             -- the closest another unit's second picture comes (NULL: no other unit)
+    profile BLOB NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (model_id, layer, unit)
 );
 
 -- Whole-layer renders: DeepDream (the layer's overall activation) and caricatures of bundled photos.

@@ -41,13 +41,51 @@ def render(ref: UnitRef) -> None:
         if not tiles:
             continue
         st.subheader(title, anchor=False)
-        st.caption(f"{note}. Caption: the {score} on the final image"
+        st.caption(f"{note}. Caption: the {score} on the final image, then the unit's spatial max on it in "
+                   "standard deviations of its dataset range (sigma)"
                    + (f"; the unit's top dataset example reaches {top:.3g} (spatial max)." if top else "."))
-        st.html(html.examples([{"src": html.data_uri(r["image"]), "caption": f"{r['achieved_activation']:.3g}",
-                                "source": f"{technique} {r['facet']}"} for r in tiles]))
+        st.html(html.examples([{"src": html.data_uri(r["image"]), "caption": _caption(r),
+                                "source": f"{technique} {_facet(r)}"} for r in tiles]))
+        trust = next((r["trust"] for r in tiles if r.get("trust")), None)
+        if trust:
+            _trust(trust)
     p = rows[0]["params"]
     st.caption(f"Rendered with the `{p.get('preset')}` preset: {p.get('size')} px {p.get('param')} image, "
                f"{p.get('steps')} Adam steps (lr {p.get('lr')}), {p.get('transforms')} transforms"
                + (f", each step of the channel, negative and diversity images seeing a random window of "
                   f"{p['window']:g} of the model's input side" if p.get("window") and p["window"] < 1 else "")
                + f", seed {p.get('seed')}; run `{rows[0]['run_id']}`. Activations are measured on the whole image.")
+
+
+def _facet(row: dict) -> str:
+    return f"seed {row['facet'] + 1}" if row["technique"] == "channel" else str(row["facet"])
+
+
+def _caption(row: dict) -> str:
+    sigma = row.get("sigma")
+    return f"{row['achieved_activation']:.3g}" + (f" · {sigma:+.1f} sd" if sigma is not None else "")
+
+
+def _trust(t: dict) -> None:
+    """How far to trust the channel picture (store/trust.py; README "How far to trust a picture")."""
+    parts = []
+    if t["ratio_to_top"] is not None:
+        parts.append(f"its spatial max is {t['ratio_to_top']:.2g}x the top dataset example's"
+                     + (f", {t['sigma']:.1f} standard deviations above the unit's dataset mean"
+                        if t["sigma"] is not None else ""))
+    if t["seed_agreement"] is not None:
+        parts.append(f"the two seeds' pictures agree to the model at {t['seed_agreement']:.2f} "
+                     "(correlation of the layer's spatial maxima on them)")
+    if t["natural_path"] is not None:
+        parts.append(f"the layer responds to it as to the top examples at {t['natural_path']:.2f} (their own "
+                     f"floor: {t['natural_floor']:.2f})" if t["natural_floor"] is not None else
+                     f"the layer responds to it as to the top examples at {t['natural_path']:.2f}")
+    if parts:
+        st.caption("How far to trust it: " + "; ".join(parts) + ".")
+    if t["seeds_disagree"]:
+        st.warning("The two seeds' pictures disagree: the model treats them as different images, so neither "
+                   "alone shows what the unit wants.", icon=":material/casino:")
+    if t["unnatural_path"]:
+        st.warning("This picture drives the unit by a path that its top dataset examples do not take: the layer "
+                   "responds to it unlike to any natural image the unit likes (Geirhos et al. 2023).",
+                   icon=":material/alt_route:")

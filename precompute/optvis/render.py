@@ -40,7 +40,10 @@ from precompute.optvis import rng
 from precompute.optvis import transforms as tf
 from precompute.optvis.errors import RenderError
 from precompute.optvis.prepare import frozen_eval, match_layout, prepare
-from precompute.optvis.presets import Preset, auto_batch, check_window, preset_settings
+from precompute.optvis.presets import Preset, auto_batch, check_window, effective_window, preset_settings
+
+# Element keys of a unit's further copies (render_units' `copies`): unit + c * stride, never another unit's key.
+COPY_KEY_STRIDE = 1 << 20
 
 
 def render(
@@ -111,6 +114,7 @@ def render_units(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    copies: int = 1,
     **overrides,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Renders many units of one layer, `batch` units per optimisation; returns (images, achieved) in unit order.
@@ -118,7 +122,13 @@ def render_units(
     `objective` is "channel", "neuron" or "negative". `overrides` replace preset fields (size, steps, lr,
     param, transforms, batch). Each unit is seeded by (seed, unit), so its picture does not depend on the
     chunk it falls in. `progress(n)` is called with the number of units finished after each chunk.
+    With `copies` k > 1, each unit is rendered k times from k independent starts and transform streams (its
+    copy c is seeded by (seed, unit + c * COPY_KEY_STRIDE), so copy 0 is the picture a single render gives), in
+    the same optimisations (a chunk holds `batch` images, so batch // k units); images and achieved are then
+    (k, units, ...): the trust signals' second seed at the price of more images per step, not more steps.
     """
+    if not isinstance(copies, int) or copies < 1:
+        raise RenderError(f"copies must be a positive integer, got {copies!r}")
     settings = preset_settings(preset, overrides)
     makers = {"channel": obj.channels, "neuron": obj.neurons, "negative": lambda name, u: obj.negative(name, list(u))}
     if objective not in makers:
@@ -133,25 +143,31 @@ def render_units(
         raise RenderError(f"unit {bad[0]} is out of range for layer {info.name!r}, "
                           f"which has {info.units} units (0..{info.units - 1})")
     if not units:
-        return np.zeros((0, settings.size, settings.size, 3), np.uint8), np.zeros(0, np.float32)
+        empty = np.zeros((0, settings.size, settings.size, 3), np.uint8), np.zeros(0, np.float32)
+        return empty if copies == 1 else (empty[0][None].repeat(copies, 0), empty[1][None].repeat(copies, 0))
+    if max(units) >= COPY_KEY_STRIDE:
+        raise RenderError(f"units beyond {COPY_KEY_STRIDE - 1} cannot be seeded apart from their copies")
     device = torch.device(device)
     _check_device(model, device)
     work = prepare(model, [info.name], device, spec.input_size)
     pooled = makers[objective](info.name, units[:1]).pooled
     window = usable_window(work, [info.name], settings.window, spec.input_size, device) if pooled else None
-    chunk_size = settings.batch or auto_batch(device, window)
+    chunk_size = max(1, (settings.batch or auto_batch(device, window)) // copies)
     images, scores, done = [], [], 0
     for start in range(0, len(units), chunk_size):
         chunk = units[start:start + chunk_size]
-        im, sc = render(work, makers[objective](info.name, chunk), [info.name], **settings.knobs(),
+        targets = chunk * copies
+        keys = [u + c * COPY_KEY_STRIDE for c in range(copies) for u in chunk]
+        im, sc = render(work, makers[objective](info.name, targets), [info.name], **settings.knobs(),
                         seed=seed, device=device, input_size=spec.input_size, mean=spec.mean, std=spec.std,
-                        keys=chunk, optimise_model=False)
-        images.append(im)
-        scores.append(sc)
+                        keys=keys, optimise_model=False)
+        images.append(im.reshape(copies, len(chunk), *im.shape[1:]))
+        scores.append(sc.reshape(copies, len(chunk)))
         done += len(chunk)
         if progress:
             progress(done)
-    return np.concatenate(images), np.concatenate(scores)
+    images, scores = np.concatenate(images, axis=1), np.concatenate(scores, axis=1)
+    return (images[0], scores[0]) if copies == 1 else (images, scores)
 
 
 def activations(model: nn.Module, layers: Sequence[str], images: np.ndarray | torch.Tensor, *, input_size: int,
@@ -291,11 +307,13 @@ def _optimise(model, objective, layers, keys, settings, step_callback) -> np.nda
 
 def usable_window(model: nn.Module, layers: Sequence[str], window: float | None, input_size: int,
                   device: torch.device) -> float | None:
-    """`window` where the model runs on a window of its input up to `layers`; None (the whole view) for one that
-    takes only its own input size up to there (ViT and Mixer check the image's size or add position embeddings
-    made for it; LeViT's attention biases are), so that such models render as others do, without windows."""
-    if not window or window >= 1:
-        return window
+    """`window` where the model runs on a window of its input up to `layers`; None (the whole view) where the
+    window is narrower than `presets.MIN_WINDOW_PX`, or for a model that takes only its own input size up to
+    there (ViT and Mixer check the image's size or add position embeddings made for it; LeViT's attention biases
+    are), so that such models render as others do, without windows."""
+    window = effective_window(window, input_size)
+    if window is None:
+        return None
     side = max(1, round(window * input_size))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     probe = match_layout(torch.zeros(1, 3, side, side, device=device, dtype=dtype), model)

@@ -2,6 +2,8 @@
 
 Each example keeps its image (stored once per dataset), the argmax position, the crop around it sized to
 the layer's effective receptive field, and the activation map under that crop (for the heatmap overlay).
+Per unit, `top_profiles` keeps the layer's mean profile over its top examples, which featurevis pictures are
+compared with (store.trust).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pyarrow.compute as pc
 from precompute.dataset_pass import CANDIDATES, LayerRecord
 from precompute.places import Places, distinct_ranks, placer
 from precompute.techniques.base import PassTechnique
-from store import pictures, shards, workdir
+from store import pictures, shards, trust, workdir
 
 # Circuits-style sample of the response distribution, from the top of the range down.
 QUANTILES = (0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -83,14 +85,58 @@ def _outward(start: int, n: int):
                 yield i
 
 
+def top_profiles(record: LayerRecord, examples: pa.Table, model_id: str, layer: str, run_id: str) -> pa.Table:
+    """Per unit, the mean layer profile (store.trust: every unit's spatial max) of its top examples, and the
+    natural floor of their agreement; the pass's reservoir holds each image's profile while the dataset fits in
+    it, and a top image that fell out of it is left out (`examples` says how many were used)."""
+    values, _, indices = record.reservoir()
+    mean, std = layer_spread(record)
+    row_of = {int(index): row for row, index in enumerate(indices)}
+    top = examples.filter(pc.equal(examples["kind"], "top")).select(["unit", "image_id"]).to_pylist()
+    by_unit: dict[int, list[int]] = defaultdict(list)
+    for r in top:
+        row = row_of.get(int(r["image_id"].rsplit(":", 1)[1]))
+        if row is not None:
+            by_unit[r["unit"]].append(row)
+    units = sorted(by_unit)
+    profiles = [values[by_unit[u]] for u in units]
+    return pa.table({
+        "model_id": [model_id] * len(units), "layer": [layer] * len(units), "unit": units,
+        "profile": pa.array([trust.encode(p.mean(axis=0)) for p in profiles], type=pa.binary()),
+        "natural_floor": [trust.natural_floor(trust.standardise(p, mean, std)) for p in profiles],
+        "examples": [len(p) for p in profiles], "run_id": [run_id] * len(units),
+    }, schema=TOP_PROFILES)
+
+
+def layer_spread(record: LayerRecord) -> tuple[np.ndarray, np.ndarray]:
+    """Every unit's mean and std of the spatial max over the dataset (as `stats`; std 0 for a dead unit)."""
+    mean = (record.total / max(record.count, 1)).cpu().numpy()
+    std = np.sqrt(np.maximum((record.total_sq / max(record.count, 1)).cpu().numpy() - mean ** 2, 0.0))
+    return mean, np.where(std > 1e-6 * (1 + np.abs(mean)), std, 0.0)  # as `stats` calls a unit dead
+
+
+def spread_row(record: LayerRecord, model_id: str, layer: str, run_id: str) -> pa.Table:
+    """The layer's spread (`layer_spread`) as one row of float32 vectors, which profiles are standardised by."""
+    mean, std = layer_spread(record)
+    return pa.table({"model_id": [model_id], "layer": [layer],
+                     "mean": pa.array([mean.astype(np.float32).tobytes()], type=pa.binary()),
+                     "std": pa.array([std.astype(np.float32).tobytes()], type=pa.binary()), "run_id": [run_id]})
+
+
+TOP_PROFILES = pa.schema([("model_id", pa.string()), ("layer", pa.string()), ("unit", pa.int64()),
+                          ("profile", pa.binary()), ("natural_floor", pa.float64()), ("examples", pa.int64()),
+                          ("run_id", pa.string())])
+
+
 def referenced_images(table: pa.Table) -> set[str]:
     return set(table.column("image_id").to_pylist())
 
 
 class DatasetExamples(PassTechnique):
     name = "dataset"
-    VERSION = 2  # 2: examples that repeat a place of a source image are dropped; rows name source and box
-    tables = ("dataset_examples", "thumbnails", "images")
+    # 2: examples that repeat a place of a source image are dropped; rows name source and box; 3: top_profiles
+    VERSION = 3
+    tables = ("dataset_examples", "top_profiles", "profile_spread", "thumbnails", "images")
     unit_key = "dataset"
 
     def params(self, req, spec) -> dict:
@@ -136,7 +182,11 @@ class DatasetExamples(PassTechnique):
             "technique": ["dataset"] * len(top), "format": ["webp"] * len(top),
             "data": pa.array(thumbs, type=pa.binary()), "run_id": [job.key] * len(top),
         })
-        return {"dataset_examples": examples, "thumbnails": thumbnails, "images": pa.table(listing)}
+        tables = {"dataset_examples": examples, "thumbnails": thumbnails, "images": pa.table(listing),
+                  "top_profiles": top_profiles(record, examples, spec.id, job.layer, job.key)}
+        if job.unit_start == 0:  # the pass sees every unit of the layer: its spread is written once, by unit 0's job
+            tables["profile_spread"] = spread_row(record, spec.id, job.layer, job.key)
+        return tables
 
 
 TECHNIQUE = DatasetExamples()

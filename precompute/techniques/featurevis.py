@@ -1,9 +1,11 @@
 """The `featurevis` technique: the images a unit wants to see, rendered many units per optimisation.
 
-Per unit: `channel`, `neuron` (centre position), `negative` (what it most dislikes) and `diversity` (FACETS
-images of one unit pushed apart). Per layer (in the job that holds the layer's unit 0): `deepdream` and a
-`caricature` of each of CARICATURE_PHOTOS. Each image keeps the objective's score on its final image
-(`achieved`), so a page can set it against the unit's top dataset activation.
+Per unit: `channel` (SEEDS pictures from independent starts, facets 0 and 1), `neuron` (centre position),
+`negative` (what it most dislikes) and `diversity` (FACETS images of one unit pushed apart). Per layer (in the
+job that holds the layer's unit 0): `deepdream` and a `caricature` of each of CARICATURE_PHOTOS. Each image
+keeps the objective's score on its final image (`achieved`) and its unit's spatial max (the `stats` measure),
+so a page can set it against the unit's top dataset activation; `featurevis_trust` keeps, per unit, the
+layer's profile on its channel picture and how far the two seeds' pictures agree (store.trust reads them).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from precompute.jobs import Job
 from precompute.optvis import objectives as obj
 from precompute.optvis import render as rd
 from precompute.optvis.errors import RenderError
-from precompute.optvis.presets import Preset, preset_settings
+from precompute.optvis.presets import Preset, effective_window, preset_settings
 from precompute.techniques.base import Technique
-from store import pictures
+from store import pictures, trust
 
 UNIT_OBJECTIVES = ("channel", "neuron", "negative")
 FACETS = 4  # diversity images per unit
+SEEDS = 2  # channel pictures per unit, from independent starts: their agreement is a trust signal (store.trust)
 DIVERSITY_WEIGHT = 1.0  # Lucid's diversity recipe weighs the channel and diversity terms equally
 CARICATURE_PHOTOS = ("coffee", "chelsea", "astronaut")  # scikit-image photographs, bundled with its wheel
 THUMB_PX = 96
@@ -39,13 +42,17 @@ class FeatureVis(Technique):
     name = "featurevis"
     # 2: the quick preset renders pooled objectives through random half-side windows; 3: batch norm is folded by
     # torch's fuse_conv_bn_weights, which rounds differently (achieved activations move in the fourth digit)
-    VERSION = 3
-    tables = ("featurevis", "thumbnails", "layer_visuals")
+    # 4: issue 15: windows under MIN_WINDOW_PX input pixels show the whole view; a second seed's channel picture
+    # (facet 1), every picture's spatial max, and the trust table
+    VERSION = 4
+    tables = ("featurevis", "featurevis_trust", "thumbnails", "layer_visuals")
     unit_key = "featurevis"
 
     def params(self, req, spec) -> dict:
         preset = settings(req.options)
-        return {"preset": req.options.get("preset") or "quick", **preset.knobs(), "facets": FACETS,
+        # The window the steps really see (presets.effective_window), so that a page says what was done.
+        knobs = {**preset.knobs(), "window": effective_window(preset.window, spec.input_size)}
+        return {"preset": req.options.get("preset") or "quick", **knobs, "facets": FACETS, "seeds": SEEDS,
                 "caricatures": list(CARICATURE_PHOTOS)}
 
     def run(self, ctx, job: Job) -> dict[str, pa.Table]:
@@ -59,6 +66,7 @@ def render_job(ctx, job: Job) -> dict[str, pa.Table]:
     units = list(range(job.unit_start, job.unit_stop))
     knobs = preset.knobs()
     rows: dict[str, list] = {k: [] for k in ("unit", "technique", "facet", "image", "achieved")}
+    pixels: list[np.ndarray] = []
 
     def add(unit, technique, facet, image, score):
         rows["unit"].append(unit)
@@ -66,15 +74,23 @@ def render_job(ctx, job: Job) -> dict[str, pa.Table]:
         rows["facet"].append(facet)
         rows["image"].append(pictures.encode(Image.fromarray(image)))
         rows["achieved"].append(float(score))
+        pixels.append(image)
 
-    channel_images = None
+    measure = dict(input_size=spec.input_size, mean=spec.mean, std=spec.std, device=ctx.device)
+    channel_images, trust_table = None, None
     for objective in UNIT_OBJECTIVES:
+        copies = SEEDS if objective == "channel" else 1
         images, scores = rd.render_units(ctx.model, spec, layer, units, preset=preset, objective=objective,
-                                         seed=seed, device=ctx.device)
-        for unit, image, score in zip(units, images, scores):
-            add(unit, objective, 0, image, score)
+                                         seed=seed, device=ctx.device, copies=copies)
         if objective == "channel":
-            channel_images = images
+            channel_images = images[0]
+            trust_table = trust_rows(ctx, job, images, **measure)
+            for copy in range(SEEDS):
+                for unit, image, score in zip(units, images[copy], scores[copy]):
+                    add(unit, objective, copy, image, score)
+        else:
+            for unit, image, score in zip(units, images, scores):
+                add(unit, objective, 0, image, score)
     for start in range(0, len(units), max(1, 8 // FACETS)):
         chunk = units[start:start + max(1, 8 // FACETS)]
         repeated = [u for u in chunk for _ in range(FACETS)]
@@ -87,8 +103,10 @@ def render_job(ctx, job: Job) -> dict[str, pa.Table]:
         for i, (image, score) in enumerate(zip(images, scores)):
             add(repeated[i], "diversity", i % FACETS, image, score)
 
+    rows["spatial_max"] = spatial_max(ctx.model, layer, rows["unit"], np.stack(pixels), **measure)
     n = len(rows["unit"])
     tables = {
+        "featurevis_trust": trust_table,
         "featurevis": pa.table({"model_id": [spec.id] * n, "layer": [layer] * n, **{
             k: (pa.array(v, type=pa.binary()) if k == "image" else v) for k, v in rows.items()},
             "run_id": [job.key] * n}),
@@ -102,6 +120,39 @@ def render_job(ctx, job: Job) -> dict[str, pa.Table]:
     if job.unit_start == 0:
         tables["layer_visuals"] = layer_visuals(ctx, job, preset)
     return tables
+
+
+def profiles(model, layer: str, images: np.ndarray, **measure) -> np.ndarray:
+    """The layer's profile on each image (store.trust): every unit's spatial max, (B, C) float32."""
+    maps = rd.activations(model, [layer], images, **measure)[layer]
+    return maps.amax(dim=(-2, -1)).cpu().numpy()
+
+
+def spatial_max(model, layer: str, units: list[int], images: np.ndarray, **measure) -> list[float]:
+    """Each image's spatial max of its unit: the measure `stats` keeps for dataset images."""
+    values = profiles(model, layer, images, **measure)
+    return [float(values[i, u]) for i, u in enumerate(units)]
+
+
+def trust_rows(ctx, job: Job, images: np.ndarray, **measure) -> pa.Table:
+    """Per unit: the profile of its channel picture, its correlation with the second seed's picture's, and the
+    highest correlation of that first picture with another unit's second picture in this job (the baseline).
+
+    `images` is (SEEDS, units, H, W, 3) from render_units(copies=SEEDS)."""
+    units = list(range(job.unit_start, job.unit_stop))
+    first = profiles(ctx.model, job.layer, images[0], **measure)
+    second = profiles(ctx.model, job.layer, images[1], **measure)
+    # What two different units' pictures reach: the closest any other unit's second picture comes to this one's
+    # first (None in a job of one unit).
+    baseline = [max((c for j, b in enumerate(second) if j != i if (c := trust.correlation(a, b)) is not None),
+                    default=None) for i, a in enumerate(first)]
+    return pa.table({
+        "model_id": [ctx.spec.id] * len(units), "layer": [job.layer] * len(units), "unit": units,
+        "seed_agreement": pa.array([trust.correlation(a, b) for a, b in zip(first, second)], type=pa.float64()),
+        "seed_baseline": pa.array(baseline, type=pa.float64()),
+        "profile": pa.array([trust.encode(p) for p in first], type=pa.binary()),
+        "run_id": [job.key] * len(units),
+    })
 
 
 def layer_visuals(ctx, job: Job, preset: Preset) -> pa.Table:

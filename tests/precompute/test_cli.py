@@ -62,8 +62,10 @@ def test_unit_json_and_images(capsys, tiny_store, tmp_path):
     # The tiny store's 64 sample crops are all of skimage's astronaut, at several scales.
     first = record["dataset"]["top"][0]
     assert first["source_image"] == "skimage.astronaut" and len(first["source_box"]) == 4
-    assert len(record["images"]) == 8 + 8 + 11
-    assert all(Path(p).is_file() and p.endswith(".png") for p in record["images"])
+    assert len(record["images"]) == 8 + 8 + 11  # this store has no feature visualisations
+    assert all(Path(i["path"]).is_file() and i["path"].endswith(".png") for i in record["images"])
+    assert [(i["technique"], i["kind"], i["rank"]) for i in record["images"][:2]] == [("dataset", "top", 0),
+                                                                                       ("dataset", "top", 1)]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -31,10 +31,11 @@ def test_every_unit_gets_each_objective_and_its_facets(fv_store):
     for unit in range(3):
         rows = store.unit_featurevis("tiny", "2.0", unit)
         assert [(r["technique"], r["facet"]) for r in rows] == [
-            ("channel", 0), ("neuron", 0), ("negative", 0), ("diversity", 0), ("diversity", 1), ("diversity", 2),
-            ("diversity", 3)]
+            ("channel", 0), ("channel", 1), ("neuron", 0), ("negative", 0), ("diversity", 0), ("diversity", 1),
+            ("diversity", 2), ("diversity", 3)]
         assert all(r["image"][:4] == b"RIFF" and r["params"]["steps"] == 24 for r in rows)
-        assert all(r["params"]["window"] == 0.5 for r in rows)  # the quick preset's, recorded with the image
+        # The quick preset's half-side window of a 64 px input is under MIN_WINDOW_PX: the steps saw the whole view
+        assert all(r["params"]["window"] is None for r in rows)
     assert sorted(store.thumbnails("tiny", "2.0", [0, 1, 2, 3], "channel")) == [0, 1, 2]
     visuals = store.layer_visuals("tiny", "2.0")
     assert [v["technique"] for v in visuals] == ["deepdream", "caricature", "caricature", "caricature"]
@@ -55,6 +56,17 @@ def test_unit_json_lists_featurevis(capsys, fv_store):
     techniques = {(f["technique"], f["facet"]) for f in record["featurevis"]}
     assert ("channel", 0) in techniques and ("diversity", 3) in techniques
     assert all("achieved_activation" in f and f["params"]["preset"] == "quick" for f in record["featurevis"])
+
+
+def test_unit_images_writes_every_stored_image(capsys, fv_store, tmp_path):
+    assert main(["unit", "tiny", "2.0", "1", "--json", "--images", str(tmp_path), "--store", str(fv_store)]) == 0
+    listed = json.loads(capsys.readouterr().out)["images"]
+    assert [(i["technique"], i["facet"]) for i in listed] == [
+        ("channel", 0), ("channel", 1), ("neuron", 0), ("negative", 0), *[("diversity", f) for f in range(4)],
+        ("deepdream", 0), ("caricature", 1), ("caricature", 2), ("caricature", 3)]
+    assert listed[-1]["source"] == "skimage.astronaut"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(i["path"]).name for i in listed)
+    assert all(Path(i["path"]).read_bytes()[:4] == b"\x89PNG" for i in listed)
 
 
 def test_bad_preset_and_steps(tiny_factory, tmp_path, capsys):
@@ -79,7 +91,10 @@ def test_featurevis_lens_and_layer_visuals(fv_store, monkeypatch):
     at.run()
     assert not at.exception
     assert [s.value for s in at.subheader] == ["Channel", "Neuron", "Negative", "Diversity"]
-    assert sum(h.value.count("<img") for h in at.html) == 7
+    assert sum(h.value.count("<img") for h in at.html) == 8
+    assert "seed 2" in " ".join(h.value for h in at.html)  # the second seed's channel picture, labelled
+    trust = [c.value for c in at.caption if c.value.startswith("How far to trust it")]
+    assert len(trust) == 1 and "top dataset example" in trust[0] and "two seeds" in trust[0], trust
     at = AppTest.from_file(APP, default_timeout=60)
     at.switch_page("app_pages/layer.py")
     at.query_params["model"], at.query_params["layer"] = "tiny", "2.0"
