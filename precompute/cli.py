@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--size", type=_positive, help="featurevis image side in pixels (overrides the preset)")
     pre.add_argument("--window", type=_fraction, help="featurevis: side of the random window of the model's input "
                      "that each step of a pooled objective sees, as a fraction (quick: 0.5, full: 1, the whole input)")
+    pre.add_argument("--gallery", action="store_true", help="featurevis: only each unit's channel pictures (the "
+                     "gallery's; two seeds, with their trust signals) and the layer's DeepDream and caricatures, "
+                     "not the neuron, negative and diversity pictures: about a quarter of the time")
     pre.add_argument("--features", help="dictionary: its size, an expansion of the layer's width (8x, the "
                      "default) or a feature count (2048); names the dictionary layer (blocks.5/topk8x)")
     pre.add_argument("--dict-k", type=_positive, help="dictionary: features active per position (the TopK's k; "
@@ -189,7 +192,7 @@ def cmd_precompute(args) -> int:
         dataset=args.dataset, device=args.device, seed=args.seed, k=args.k, batch_size=args.batch_size,
         max_images=args.max_images, work=args.work,
         options={"preset": args.preset, "steps": args.steps, "size": args.size, "window": args.window,
-                 "features": args.features, "dict_k": args.dict_k},
+                 "gallery": args.gallery, "features": args.features, "dict_k": args.dict_k},
         overrides=Overrides(args.name, args.input_size, args.mean, args.std),
         executor=args.executor, address=args.address))
     print(f"{summary['model']}: {summary['ran']} jobs run, {summary['skipped']} already done"
@@ -397,11 +400,11 @@ def _serve_location(args) -> str:
     return location
 
 
-# Feature visualisation costs minutes per few units on a CPU, so the demo renders a sample: a few units of an early
-# and a middle layer (colours and edges, textures). Measured on 2 cores: units 0-3 of both took 341 s of an
-# 8-minute demo (units 0-1: 6 minutes); 4 units of blocks.5 alone over 20 CPU-minutes.
-# `precompute` renders the rest.
-DEMO_FEATUREVIS = {"layers": "blocks.1,blocks.3", "units": "0-1"}
+# Feature visualisation costs about a second per picture on a CPU, so the demo renders one whole gallery (every
+# unit of blocks.3, a middle layer of textures and parts: its channel pictures, two seeds each, with their trust
+# signals, and the layer's DeepDream and caricatures) and every picture of two units of an early layer (colours
+# and edges). `precompute` renders the rest.
+DEMO_FEATUREVIS = (("blocks.3", "all", {"gallery": True}), ("blocks.1", "0-1", {}))
 
 
 def demo_models(organisms: bool) -> tuple[str, ...]:
@@ -434,12 +437,14 @@ def cmd_demo(args) -> int:
             print(f"building the demo store {args.store}: {model}, every layer, stats and dataset examples "
                   "over the bundled sample photos, tuning curves over synthetic stimuli")
             summary = precompute(Request(model=model, store=args.store))
-            print(f"rendering feature visualisations of units {DEMO_FEATUREVIS['units']} of layers "
-                  f"{DEMO_FEATUREVIS['layers']} of {model} (quick preset)")
-            rendered = precompute(Request(model=model, store=args.store, techniques="featurevis",
-                                          **DEMO_FEATUREVIS))
-            seconds += summary["seconds"] + rendered["seconds"]
-            counts = rendered["store"]
+            seconds += summary["seconds"]
+            for layer, units, options in DEMO_FEATUREVIS:
+                what = "the gallery (channel pictures) of" if options.get("gallery") else f"units {units} of"
+                print(f"rendering feature visualisations: {what} {layer} of {model} (quick preset)")
+                rendered = precompute(Request(model=model, store=args.store, techniques="featurevis",
+                                              layers=layer, units=units, options=options))
+                seconds += rendered["seconds"]
+                counts = rendered["store"]
         print(f"built in {seconds:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if args.no_serve:
         return 0

@@ -38,6 +38,12 @@ def settings(options: dict) -> Preset:
     return preset_settings(options.get("preset") or "quick", overrides)
 
 
+def objectives(options: dict) -> tuple[str, ...]:
+    """The unit pictures a run renders: all of them, or with `gallery` the channel pictures alone (both seeds,
+    so their trust signals too), which is what a layer's gallery shows, at about a quarter of the cost."""
+    return ("channel",) if options.get("gallery") else (*UNIT_OBJECTIVES, "diversity")
+
+
 class FeatureVis(Technique):
     name = "featurevis"
     # 2: the quick preset renders pooled objectives through random half-side windows; 3: batch norm is folded by
@@ -53,7 +59,7 @@ class FeatureVis(Technique):
         # The window the steps really see (presets.effective_window), so that a page says what was done.
         knobs = {**preset.knobs(), "window": effective_window(preset.window, spec.input_size)}
         return {"preset": req.options.get("preset") or "quick", **knobs, "facets": FACETS, "seeds": SEEDS,
-                "caricatures": list(CARICATURE_PHOTOS)}
+                "caricatures": list(CARICATURE_PHOTOS), "objectives": list(objectives(req.options))}
 
     def run(self, ctx, job: Job) -> dict[str, pa.Table]:
         return render_job(ctx, job)
@@ -78,7 +84,8 @@ def render_job(ctx, job: Job) -> dict[str, pa.Table]:
 
     measure = dict(input_size=spec.input_size, mean=spec.mean, std=spec.std, device=ctx.device)
     channel_images, trust_table = None, None
-    for objective in UNIT_OBJECTIVES:
+    chosen = objectives(ctx.request.options)
+    for objective in (o for o in UNIT_OBJECTIVES if o in chosen):
         copies = SEEDS if objective == "channel" else 1
         images, scores = rd.render_units(ctx.model, spec, layer, units, preset=preset, objective=objective,
                                          seed=seed, device=ctx.device, copies=copies)
@@ -91,7 +98,7 @@ def render_job(ctx, job: Job) -> dict[str, pa.Table]:
         else:
             for unit, image, score in zip(units, images, scores):
                 add(unit, objective, 0, image, score)
-    for start in range(0, len(units), max(1, 8 // FACETS)):
+    for start in range(0, len(units) if "diversity" in chosen else 0, max(1, 8 // FACETS)):
         chunk = units[start:start + max(1, 8 // FACETS)]
         repeated = [u for u in chunk for _ in range(FACETS)]
         objective = obj.channels(layer, repeated) + DIVERSITY_WEIGHT * obj.diversity(layer, group=FACETS)

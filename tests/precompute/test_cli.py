@@ -243,7 +243,7 @@ def test_demo_builds_lite0_alone_or_the_three_organisms():
         ("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
     assert all(spec.source == "bundled" for spec in organisms)
     for spec in organisms:  # the featurevis sample's layers exist in each (spec.layer raises otherwise)
-        assert [spec.layer(name).name for name in DEMO_FEATUREVIS["layers"].split(",")] == ["blocks.1", "blocks.3"]
+        assert [spec.layer(layer).name for layer, _, _ in DEMO_FEATUREVIS] == ["blocks.3", "blocks.1"]
 
 
 def test_executor_ray_without_ray_is_one_line(capsys, monkeypatch, tiny_factory, tmp_path):

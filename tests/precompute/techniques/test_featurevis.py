@@ -42,6 +42,21 @@ def test_every_unit_gets_each_objective_and_its_facets(fv_store):
     assert visuals[1]["source"] == "skimage.coffee" and visuals[1]["source_image"]
 
 
+def test_a_gallery_run_renders_the_channel_pictures_and_the_layer_visuals_alone(tiny_factory, tmp_path):
+    store = tmp_path / "g.duckdb"
+    precompute(Request(model=f"{tiny_factory}:build", store=store, layers="2.0", units="0-1",
+                       techniques="featurevis", max_images=8, progress=False,
+                       options={"steps": 8, "size": 32, "gallery": True},
+                       overrides=Overrides(name="tiny", input_size=64)))
+    reader = Store(store)
+    for unit in range(2):
+        rows = reader.unit_featurevis("tiny", "2.0", unit)
+        assert [(r["technique"], r["facet"]) for r in rows] == [("channel", 0), ("channel", 1)]
+        assert rows[0]["params"]["objectives"] == ["channel"]
+    assert sorted(reader.thumbnails("tiny", "2.0", [0, 1, 2], "channel")) == [0, 1]
+    assert [v["technique"] for v in reader.layer_visuals("tiny", "2.0")] == ["deepdream"] + ["caricature"] * 3
+
+
 def test_channel_render_drives_the_unit_higher_than_the_negative_render(fv_store):
     """Both objectives were optimised, in opposite directions: the negative score is minus the activation."""
     store = Store(fv_store)
