@@ -10,7 +10,8 @@ from store.ingest import schema_sql
 
 
 def test_registry_order_and_default():
-    assert list(TECHNIQUES) == ["stats", "dataset", "tuning", "featurevis", "circuits", "similar", "classes"]
+    assert list(TECHNIQUES) == ["stats", "dataset", "tuning", "featurevis", "circuits", "similar", "classes",
+                               "dictionary"]
     assert DEFAULT_TECHNIQUES == ("stats", "dataset", "tuning", "circuits", "similar", "classes")
     assert [name for name, t in TECHNIQUES.items() if t.shares_pass] == ["stats", "dataset", "similar", "classes"]
     assert [name for name, t in TECHNIQUES.items() if t.shares_pass and t.needs_predictions] == ["classes"]
