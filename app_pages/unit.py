@@ -12,7 +12,9 @@ mid, name, layer = ref.model_id, ref.layer_name, ref.layer
 requested = st.query_params.get("view")
 
 st.header(ref.id, anchor=False)
-st.caption(f"Unit {ref.unit} of layer {name}: one channel of its activation map. The lenses show what makes it "
+what = ("one feature of a sparse dictionary of its base layer, a direction over that layer's channels (dictionary)"
+        if "/" in name else "one channel of its activation map")
+st.caption(f"Unit {ref.unit} of layer {name}: {what}. The lenses show what makes it "
            "fire (dataset examples with heatmaps, images optimised for it, responses to synthetic stimuli) and how "
            "it fires (activation statistics), which units feed it and which it feeds (circuits), which units "
            "respond alike in any model of the store (similar), and which classes it votes for (classes).")

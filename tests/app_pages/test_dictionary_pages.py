@@ -52,9 +52,11 @@ def test_feature_deep_link_opens_and_shows_what_it_reads(env):
     body = html(at)
     assert "unit?model=planted&amp;layer=2&amp;unit=" in body  # the channels it reads, each a link
     assert "Channels of 2 it reads most" in [s.value for s in at.subheader]
+    assert "one feature of a sparse dictionary of its base layer" in at.caption[0].value
 
 
 def test_neuron_page_lists_the_features_that_read_it(env):
     at = run("unit", model=MODEL, layer="2", unit="0", view="dictionary")
     assert "Features that read this neuron" in [s.value for s in at.subheader]
+    assert "one channel of its activation map" in at.caption[0].value
     assert "layer=2%2Ftopk8x" in html(at)
