@@ -39,6 +39,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -59,6 +61,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(env: dict, extra: tuple[str, ...] = ()) -> Iterator[tuple[int, psutil.Process]]:
+    """The dashboard served on a free loopback port, once healthy: (port, its process); stopped on exit."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+         *extra], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield port, psutil.Process(server.pid)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def event_loop_cpu(proc: psutil.Process) -> float:
@@ -251,25 +277,12 @@ def main() -> int:
     if not layers:
         raise SystemExit(f"{args.store} has no dataset examples for {args.model}")
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MICROSCOPE_STORE": location}
     if args.notes:
         env.setdefault("MICROSCOPE_NOTES", f"sqlite:///{tempfile.mkdtemp(prefix='bench-notes-')}/notes.sqlite")
         env.pop("MICROSCOPE_NOTES_READONLY", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        proc = psutil.Process(server.pid)
+    with streamlit_server(env) as (port, proc):
+        base = f"http://127.0.0.1:{port}"
         if args.notes:
             return notes_main(args, base, proc, env["MICROSCOPE_NOTES"], sorted(layers)[0])
         print(f"store {args.store}: {args.model}, layers {layers}; {args.sessions} concurrent browser sessions, "
@@ -311,12 +324,6 @@ def main() -> int:
             for line in errors[:10]:
                 print(f"  error: {line}")
         return 1 if total_errors else 0
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def notes_main(args, base: str, proc: psutil.Process, notes_url: str, layer: str) -> int:

@@ -8,7 +8,7 @@ time; with the clients' CPU this small, pages per second here is what the server
 2-core server serves 12 or more pages a second. bench_load.py drives real browsers (page times as people see
 them); this one the server alone.
 
-    python benchmarks/bench_serve.py --store /work/demo/demo.duckdb [--sessions 8] [--pages 10]
+    python benchmarks/bench_serve.py --store data/microscope.duckdb [--sessions 8] [--pages 10]
                                      [-- EXTRA STREAMLIT FLAGS, e.g. --runner.postScriptGC true]
 
 XSRF protection is off on the benchmark's loopback server: the clients have no browser cookie to send.
@@ -21,15 +21,11 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
-
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -93,24 +89,12 @@ def main() -> int:
     held.close()
     if not layers:
         raise SystemExit(f"{args.store} has no dataset examples for {args.model}")
-    from bench_load import SERVER_CORES, TARGET_PAGES_PER_S, free_port
+    from bench_load import SERVER_CORES, TARGET_PAGES_PER_S, streamlit_server
 
-    port = free_port()
     env = {**os.environ, "MICROSCOPE_STORE": str(Path(args.store).resolve())}
     env.setdefault("MICROSCOPE_NOTES", f"sqlite:///{tempfile.mkdtemp(prefix='bench-serve-')}/notes.sqlite")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-         "--server.enableXsrfProtection", "false", *args.streamlit],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        proc, url = psutil.Process(server.pid), f"ws://127.0.0.1:{port}/_stcore/stream"
+    with streamlit_server(env, ("--server.enableXsrfProtection", "false", *args.streamlit)) as (port, proc):
+        url = f"ws://127.0.0.1:{port}/_stcore/stream"
         asyncio.run(load(url, args.model, layers, 1, 2, args.examples, 999))  # warm-up: imports, store, caches
         cpu, start = sum(proc.cpu_times()[:2]), time.perf_counter()
         out, errors = asyncio.run(load(url, args.model, layers, args.sessions, args.pages, args.examples, 0))
@@ -128,12 +112,6 @@ def main() -> int:
         for line in errors[:10]:
             print(f"  error: {line}")
         return 1 if errors else 0
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 if __name__ == "__main__":
