@@ -114,7 +114,7 @@ def planted_store(tmp_path_factory):
     store = folder / "p.duckdb"
     summary = precompute(Request(
         model=f"{factory}:build", store=store, layers="2", techniques="all", max_images=200, k=4, progress=False,
-        options={"features": "8x", "dict_k": 2, "steps": 4, "size": 32},
+        options={"features": "8x", "dict_k": 1, "steps": 4, "size": 32},
         overrides=Overrides(name="planted", input_size=SIZE, mean=(0.5,) * 3, std=(0.5,) * 3)))
     assert summary["failed"] == []
     return store, summary, factory
@@ -126,7 +126,7 @@ def test_dictionary_finds_the_planted_directions(planted_store):
     from store.queries import Store
 
     store = Store(planted_store[0])
-    layer = "2/topk8x"
+    layer = "2/topk8x-k1"
     directions = torch.tensor([store.unit_record("planted", layer, f)["direction"] for f in range(32)])
     cosine, _ = sae.best_cosines(mixing().T, directions)
     assert cosine.min() > 0.9, cosine  # every planted filter has its feature
@@ -135,20 +135,22 @@ def test_dictionary_finds_the_planted_directions(planted_store):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="measured: the features matching the 8 px filters peak at 0, 0, 120, 120 "
-                   "degrees for filters at 0, 45, 90, 135 (two of them nearly dead, absorbed by combinations); "
-                   "the dictionary finds the directions, its TopK features do not yet fire cleanly on gratings")
 def test_features_of_the_oriented_filters_prefer_their_orientations(planted_store):
+    """The tuning curves of the features that match the planted filters peak at the filters' orientations (the
+    grid's nearest, 15 degrees apart), within 20 degrees for at least 7 of the 8. One feature per position
+    (k = 1; the planted layer has about 0.8 filters active per position): at k = 2 the second slot goes to
+    whichever feature's encoder a strong grating's interference lifts most, and measured over seeds 0-2 two
+    to four of the eight features then prefer another filter's orientation; at k = 1, one at most."""
     from store.queries import Store
 
     store = Store(planted_store[0])
-    layer = "2/topk8x"
+    layer = "2/topk8x-k1"
     directions = torch.tensor([store.unit_record("planted", layer, f)["direction"] for f in range(32)])
     _, match = sae.best_cosines(mixing().T, directions)
     tuning = [store.unit_record("planted", layer, int(match[i]))["tuning"]["gratings"]["preferred"]["orientation"]
-              for i in range(4)]  # the 8 px filters: the gratings reach 3 px stripes only coarsely
-    for found, planted_at in zip(tuning, ORIENTATIONS):
-        assert circular_gap(found, planted_at, 180) <= 20, (tuning, ORIENTATIONS)
+              for i in range(len(ORIENTATIONS))]
+    gaps = [circular_gap(found, planted_at, 180) for found, planted_at in zip(tuning, ORIENTATIONS)]
+    assert sum(gap <= 20 for gap in gaps) >= 7, (tuning, ORIENTATIONS)
 
 
 @pytest.mark.integration
@@ -157,18 +159,18 @@ def test_feature_layer_has_every_lens_and_its_json(planted_store):
 
     store = Store(planted_store[0])
     layers = {row["layer"]: row for row in store.layers("planted")}
-    assert layers["2/topk8x"]["units"] == 32 and layers["2/topk8x"]["height"] == layers["2"]["height"]
-    record = store.unit_record("planted", "2/topk8x", 3)
+    assert layers["2/topk8x-k1"]["units"] == 32 and layers["2/topk8x-k1"]["height"] == layers["2"]["height"]
+    record = store.unit_record("planted", "2/topk8x-k1", 3)
     assert len(record["direction"]) == CHANNELS
     for key in ("stats", "dataset", "tuning", "featurevis", "circuits", "similar", "classes"):
         assert record[key], key
     feature = record["dictionary"]
-    assert feature["dictionary"]["base_layer"] == "2" and feature["dictionary"]["k"] == 2
+    assert feature["dictionary"]["base_layer"] == "2" and feature["dictionary"]["k"] == 1
     assert [r["unit"] for r in feature["reads"]][0] == feature["nearest"]["unit"]
     assert {"explained_variance", "mean_l0", "dead_share", "dense_share", "stable_share"} <= set(feature["dictionary"])
-    assert store.unit_record("planted", "2", 0)["dictionary"]["read_by"][0]["layer"] == "2/topk8x"
+    assert store.unit_record("planted", "2", 0)["dictionary"]["read_by"][0]["layer"] == "2/topk8x-k1"
     summary = store.summary()["models"][0]
-    assert [d["layer"] for d in summary["dictionaries"]] == ["2/topk8x"]
+    assert [d["layer"] for d in summary["dictionaries"]] == ["2/topk8x-k1"]
     assert summary["dictionaries"][0]["explained_variance"] > 0.8
 
 
@@ -179,7 +181,7 @@ def test_a_later_run_names_the_feature_layer_and_bad_input_is_one_line(planted_s
     store, _, factory = planted_store
     common = [f"{factory}:build", "--store", str(store), "--name", "planted", "--input-size", str(SIZE),
               "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--max-images", "200", "--k", "4"]
-    assert main(["precompute", *common, "--layers", "2/topk8x", "--techniques", "stats"]) == 0
+    assert main(["precompute", *common, "--layers", "2/topk8x-k1", "--techniques", "stats"]) == 0
     assert "0 jobs run, 1 already done" in capsys.readouterr().out  # the same key: the dictionary is found
     for args, expected in (
         (["--layers", "2/topk16x", "--techniques", "stats"], "dictionary layer 2/topk16x of planted is not computed"),
