@@ -25,13 +25,11 @@ from torch import nn
 ADAM_EPS = 6.25e-10
 AUX_WEIGHT = 1 / 32
 DEAD_AFTER = 64  # steps without firing: far beyond chance at our batch sizes (a live latent fires ~k*B/F times)
-# The paper's learning-rate rule: 2e-4 at 2^14 latents, scaled by 1/sqrt(latents / 2^14).
-BASE_LR, BASE_LATENTS = 2e-4, 2 ** 14
-MAX_LR = 1e-2  # the rule's extrapolation to a few latents gives huge rates; Adam is unstable above this
-
-
-def learning_rate(features: int) -> float:
-    return min(MAX_LR, BASE_LR / math.sqrt(features / BASE_LATENTS))
+# The paper's rule (2e-4 at 2^14 latents, times 1/sqrt(latents / 2^14)) is for runs of billions of tokens; ours
+# are a few epochs over 10^5 vectors. Measured on the bundled model's 8x dictionaries, 5 epochs at batch 512:
+# the rule's 6.5e-4 (blocks.5) gives explained variance 0.75 and 0.1% of features stable across seeds;
+# 5e-3 gives 0.80 and 10%. 1e-2 leaves 7% of the latents dead.
+LEARNING_RATE = 5e-3
 
 
 def topk_relu(pre: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
@@ -79,8 +77,8 @@ class TopKSAE(nn.Module):
 @dataclass(frozen=True)
 class Training:
     steps: int
-    batch: int = 1024
-    lr: float | None = None  # None: the paper's rule for the number of features
+    batch: int = 512
+    lr: float = LEARNING_RATE
     aux_k: int | None = None  # None: half the channels (the paper's k_aux of about d_model / 2)
 
 
@@ -97,7 +95,7 @@ def train(data: torch.Tensor, features: int, k: int, training: Training, seed: i
         centre = data[torch.randperm(n, generator=gen)[:65536].to(data.device)].median(dim=0).values
         scale = float((data - centre).pow(2).mean().sqrt().clamp_min(1e-12))
         sae.b_pre.copy_(centre / scale)
-    lr = training.lr or learning_rate(features)
+    lr = training.lr
     aux_k = min(features, training.aux_k or max(1, channels // 2))
     opt = torch.optim.Adam(sae.parameters(), lr=lr, eps=ADAM_EPS)
     idle = torch.zeros(features, dtype=torch.long, device=data.device)  # steps since each latent last fired
