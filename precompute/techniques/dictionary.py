@@ -41,8 +41,8 @@ HOLDOUT_VECTORS = 20_000
 EPOCHS = 10  # passes over the sample per dictionary, at most ...
 MIN_STEPS, MAX_STEPS = 200, 2000
 # ... and at most this many multiply-adds of the encoder per dictionary (batch x features x channels a step):
-# about 35 s per seed on 2 CPU cores. blocks.5 (192 channels, 1536 features) gets 850 steps (5 epochs),
-# blocks.3 (80, 640) its 10 epochs, 1950 steps; on blocks.3, stability across seeds rises from 23% of the
+# about 35 s per seed on 2 CPU cores. blocks.5 (192 channels, 1536 features) gets 860 steps (5 epochs),
+# blocks.3 (80, 640) its 10 epochs, 1954 steps; on blocks.3, stability across seeds rises from 23% of the
 # features at 5 epochs to 30% at 10.
 TRAIN_MACS = 1.3e11
 # Paulo & Belrose 2025 ("Sparse Autoencoders Trained on the Same Data Learn Different Features") count a
@@ -101,9 +101,8 @@ def layout(channels: int, options: dict, layer: str) -> tuple[str, int, int]:
 
 def training_steps(vectors: int, features: int, channels: int) -> int:
     """EPOCHS passes over the sample, within TRAIN_MACS, and between MIN_STEPS and MAX_STEPS."""
-    batch = sae.Training(steps=1).batch
-    epochs = math.ceil(EPOCHS * vectors / batch)
-    budget = int(TRAIN_MACS // (batch * features * channels))
+    epochs = math.ceil(EPOCHS * vectors / sae.BATCH)
+    budget = int(TRAIN_MACS // (sae.BATCH * features * channels))
     return max(MIN_STEPS, min(MAX_STEPS, epochs, budget))
 
 
@@ -119,7 +118,7 @@ class Dictionary(Technique):
                 "dataset": req.dataset, "max_images": req.max_images, "reservoir_floats": RESERVOIR_FLOATS,
                 "max_vectors": MAX_VECTORS, "holdout_every": HOLDOUT_EVERY, "epochs": EPOCHS,
                 "steps": [MIN_STEPS, MAX_STEPS],
-                "train_macs": TRAIN_MACS, "lr": sae.LEARNING_RATE, "batch": sae.Training(steps=1).batch, "seeds": 2}
+                "train_macs": TRAIN_MACS, "lr": sae.LEARNING_RATE, "batch": sae.BATCH, "seeds": 2}
 
     def plan(self, model_id: str, units_by_layer: dict[str, list[int]], params: dict) -> list[Job]:
         # A dictionary reads every channel of its layer, whatever --units says; none of a dictionary layer.

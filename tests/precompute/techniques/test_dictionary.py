@@ -139,8 +139,9 @@ def test_features_of_the_oriented_filters_prefer_their_orientations(planted_stor
     """The tuning curves of the features that match the planted filters peak at the filters' orientations (the
     grid's nearest, 15 degrees apart), within 20 degrees for at least 7 of the 8. One feature per position
     (k = 1; the planted layer has about 0.8 filters active per position): at k = 2 the second slot goes to
-    whichever feature's encoder a strong grating's interference lifts most, and measured over seeds 0-2 two
-    to four of the eight features then prefer another filter's orientation; at k = 1, one at most."""
+    whichever feature's encoder a strong grating's interference lifts most: measured at k = 2, two of the
+    eight features prefer another filter's orientation at seed 0 (200 and 600 images), and two to three over
+    seeds 0-2 with a 4x dictionary; at k = 1, over seeds 0-2, one at most."""
     from store.queries import Store
 
     store = Store(planted_store[0])
