@@ -3,6 +3,6 @@ read-only queries; and the leaf modules both sides share (errors, config, pictur
 
 from store.errors import StoreError
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 __all__ = ["SCHEMA_VERSION", "StoreError"]

@@ -86,28 +86,17 @@ CREATE TABLE dataset_examples (
     PRIMARY KEY (model_id, layer, unit, kind, rank)
 );
 
--- Per unit, the layer's mean profile over its top examples (store/trust.py: every unit's spatial max, float16),
--- and the lowest correlation of one top example's profile with the mean of the others (natural_floor).
-CREATE TABLE top_profiles (
+-- Per unit, its mean path over its strongest top examples (store/trust.py: what each channel of the layer's input
+-- adds to the unit's activation, float16), and the lowest cosine of one example's path with the mean of the others.
+CREATE TABLE top_paths (
     model_id VARCHAR NOT NULL,
     layer VARCHAR NOT NULL,
     unit INTEGER NOT NULL,
-    profile BLOB NOT NULL,
+    path BLOB NOT NULL,
     natural_floor DOUBLE,             -- NULL with fewer than 3 top examples
-    examples INTEGER NOT NULL,        -- the top examples averaged (those still in the pass's reservoir)
+    examples INTEGER NOT NULL,        -- the top examples averaged
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, unit)
-);
-
--- Per layer, every unit's mean and std of the spatial max over the dataset (float32 vectors by unit, as
--- unit_stats but whole-layer whichever units were asked for): profiles are standardised by them.
-CREATE TABLE profile_spread (
-    model_id VARCHAR NOT NULL,
-    layer VARCHAR NOT NULL,
-    mean BLOB NOT NULL,
-    std BLOB NOT NULL,                -- 0 for a dead unit
-    run_id VARCHAR NOT NULL,
-    PRIMARY KEY (model_id, layer)
 );
 
 CREATE TABLE images (
@@ -165,15 +154,15 @@ CREATE TABLE featurevis (
     PRIMARY KEY (model_id, layer, unit, technique, facet)
 );
 
--- How far to trust a unit's channel picture (store/trust.py): the layer's profile on it (every unit's spatial
--- max, float16) and the correlation of the profiles of its two seeds' pictures.
+-- How far to trust a unit's channel picture (store/trust.py): the correlation of the layer's profiles (every
+-- unit's spatial max) on its two seeds' pictures, and the unit's path on the first picture (float16).
 CREATE TABLE featurevis_trust (
     model_id VARCHAR NOT NULL,
     layer VARCHAR NOT NULL,
     unit INTEGER NOT NULL,
     seed_agreement DOUBLE,            -- NULL where a profile is constant
     seed_baseline DOUBLE,             -- the closest another unit's second picture comes (NULL: no other unit)
-    profile BLOB NOT NULL,
+    path BLOB,                        -- NULL where the layer's module cannot be run alone on its input
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (model_id, layer, unit)
 );

@@ -2,6 +2,8 @@
 
 A unit's *profile* on an image is the layer's activation pattern on it: the spatial max of every unit of the
 layer (the statistic `stats` keeps, so pictures and dataset examples are measured alike), as a float16 vector.
+Its *path* on an image is what each channel of the layer's input adds to the unit's activation at the unit's
+strongest position (precompute.paths: gradient times input), also float16.
 
 - `natural_range`: the picture's spatial max against the unit's top dataset example, and its position in the
   unit's distribution over dataset images, in standard deviations (stats' mean and std of the spatial max).
@@ -9,14 +11,15 @@ layer (the statistic `stats` keeps, so pictures and dataset examples are measure
   that the model processes alike agree whatever they look like; they disagree when another unit's picture
   comes at least as close (`seed_baseline`, see below).
 - natural path (Geirhos et al. 2023, "Don't trust your eyes: on the (un)reliability of feature
-  visualizations", arXiv:2306.04719): the correlation of the picture's profile with the mean profile of the
-  unit's top dataset examples, both standardised by each unit's dataset spread (`standardise`). Its bar is
-  the unit's own: the lowest correlation of any one top example with the mean of the others
-  (`natural_floor`). A picture less like the top examples than each of them is like the
-  rest drives the unit by a path natural images do not take.
+  visualizations", arXiv:2306.04719): the cosine of the unit's path on the picture with its mean path on its
+  top dataset examples. Its bar is the unit's own: the lowest cosine of one top example's path with the mean
+  path of the others (`natural_floor`). A picture whose activation comes from the unit's inputs less like the
+  top examples' than each of them is like the rest drives the unit by a path natural images do not take.
+  Only the inputs the unit reads carry a share, so whatever the picture does to inputs the unit ignores does
+  not count.
 
 Pure numpy, used at query time (store.queries.featurevis) and by the techniques that store the
-profiles; no SQL here.
+profiles and paths; no SQL here.
 """
 
 from __future__ import annotations
@@ -46,29 +49,28 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.size < 2:
         return None
-    a, b = a - a.mean(), b - b.mean()
+    return cosine(a - a.mean(), b - b.mean())
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Cosine of two paths; None where either is zero or their lengths differ. Not centred: a channel that
+    adds nothing is a meaningful zero."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.size == 0:
+        return None
     norm = math.sqrt(float(a @ a) * float(b @ b))
     return None if norm == 0 else float(a @ b) / norm
 
 
-def standardise(profile: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """A profile in each unit's own dataset spread (stats' mean and std of the spatial max): a unit that rarely
-    moves counts as much when it does as a unit that always responds, so that a pattern is not just the few
-    loudest units. Dead units (std 0) count 0."""
-    std = np.asarray(std, np.float64)
-    safe = np.where(std > 0, std, 1.0)
-    return np.where(std > 0, (np.asarray(profile, np.float64) - mean) / safe, 0.0)
-
-
-def natural_floor(profiles: np.ndarray) -> float | None:
-    """The lowest correlation of one top example's profile with the mean profile of the others (n, C),
-    profiles standardised (`standardise`)."""
-    profiles = np.asarray(profiles, np.float64)
-    n = len(profiles)
+def natural_floor(paths: np.ndarray) -> float | None:
+    """The lowest cosine of one top example's path with the mean path of the others (n, C_in); None under
+    three examples."""
+    paths = np.asarray(paths, np.float64)
+    n = len(paths)
     if n < 3:
         return None
-    total = profiles.sum(axis=0)
-    values = [correlation(p, (total - p) / (n - 1)) for p in profiles]
+    total = paths.sum(axis=0)
+    values = [cosine(p, (total - p) / (n - 1)) for p in paths]
     values = [v for v in values if v is not None]
     return min(values) if values else None
 
@@ -88,15 +90,11 @@ def natural_range(picture_max: float | None, stats: dict | None) -> dict:
 
 
 def signals(picture_max: float | None, stats: dict | None, seed_agreement: float | None,
-            picture_profile: bytes | None, top_profile: bytes | None, floor: float | None,
-            layer_mean: np.ndarray | None = None, layer_std: np.ndarray | None = None,
+            picture_path: bytes | None, top_path: bytes | None, floor: float | None,
             seed_baseline: float | None = None) -> dict:
-    """The trust record of one unit's channel picture (see the module docstring for each key). `layer_mean` and
-    `layer_std`: every unit's dataset spread (the dataset technique's `profile_spread`), to standardise with."""
-    natural = None
-    p, t = decode(picture_profile), decode(top_profile)
-    if p is not None and t is not None and layer_mean is not None and len(p) == len(t) == len(layer_mean):
-        natural = correlation(standardise(p, layer_mean, layer_std), standardise(t, layer_mean, layer_std))
+    """The trust record of one unit's channel picture (see the module docstring for each key)."""
+    p, t = decode(picture_path), decode(top_path)
+    natural = None if p is None or t is None else cosine(p, t)
     return {
         "measure": "spatial max",
         **natural_range(picture_max, stats),
@@ -105,5 +103,6 @@ def signals(picture_max: float | None, stats: dict | None, seed_agreement: float
         "seeds_disagree": None if seed_agreement is None or seed_baseline is None else seed_agreement <= seed_baseline,
         "natural_path": natural,
         "natural_floor": floor,
-        "unnatural_path": None if natural is None or floor is None else natural < floor,
+        # Rounded: a unit that reads one input has paths that are all parallel, cosine 1 give or take the last bit.
+        "unnatural_path": None if natural is None or floor is None else round(natural, 6) < round(floor, 6),
     }

@@ -77,15 +77,16 @@ def _trust(t: dict) -> None:
         parts.append(f"the two seeds' pictures agree to the model at {t['seed_agreement']:.2f} "
                      "(correlation of the layer's spatial maxima on them)")
     if t["natural_path"] is not None:
-        parts.append(f"the layer responds to it as to the top examples at {t['natural_path']:.2f} (their own "
-                     f"floor: {t['natural_floor']:.2f})" if t["natural_floor"] is not None else
-                     f"the layer responds to it as to the top examples at {t['natural_path']:.2f}")
+        floor = f" (their own floor: {t['natural_floor']:.2f})" if t["natural_floor"] is not None else ""
+        parts.append(f"its activation comes from the unit's inputs as the top examples' does at "
+                     f"{t['natural_path']:.2f}{floor}")
     if parts:
         st.caption("How far to trust it: " + "; ".join(parts) + ".")
     if t["seeds_disagree"]:
         st.warning("The two seeds' pictures disagree: the model treats them as different images, so neither "
                    "alone shows what the unit wants.", icon=":material/casino:")
     if t["unnatural_path"]:
-        st.warning("This picture drives the unit by a path that its top dataset examples do not take: the layer "
-                   "responds to it unlike to any natural image the unit likes (Geirhos et al. 2023).",
+        st.warning("This picture drives the unit by a path that its top dataset examples do not take: its "
+                   "activation comes from other inputs of the layer than any natural image the unit likes "
+                   "best draws on (Geirhos et al. 2023).",
                    icon=":material/alt_route:")

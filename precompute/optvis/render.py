@@ -177,19 +177,26 @@ def activations(model: nn.Module, layers: Sequence[str], images: np.ndarray | to
 
     `images` are uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1]. Use it for caricature targets.
     """
-    device = torch.device(device)
     x = _as_batch(images)
     layers = list(dict.fromkeys(layers))
-    to_input = tf.compose([tf.resize(input_size)])
-    m, s = _norm(mean, std, device)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     with torch.no_grad(), frozen_eval(model), capture(model, layers) as captured:
         for start in range(0, x.shape[0], chunk):
-            part = to_input(x[start:start + chunk].to(device), torch.Generator())
-            got = run(model, match_layout((part - m) / s, model), captured)
+            part = model_input(x[start:start + chunk], input_size=input_size, mean=mean, std=std, device=device)
+            got = run(model, match_layout(part, model), captured)
             for name in layers:
                 out[name].append(as_maps(got[name]).float())
     return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def model_input(images: np.ndarray | torch.Tensor, *, input_size: int, mean: Sequence[float], std: Sequence[float],
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Images (as `activations` takes them) resized to `input_size` and normalised, as every render step sees
+    them: (B, 3, input_size, input_size) on `device`."""
+    device = torch.device(device)
+    m, s = _norm(mean, std, device)
+    part = tf.compose([tf.resize(input_size)])(_as_batch(images).to(device), torch.Generator())
+    return (part - m) / s
 
 
 def achieved(model: nn.Module, objective: obj.Objective, images: np.ndarray | torch.Tensor, *, input_size: int,

@@ -2,8 +2,8 @@
 
 Each example keeps its image (stored once per dataset), the argmax position, the crop around it sized to
 the layer's effective receptive field, and the activation map under that crop (for the heatmap overlay).
-Per unit, `top_profiles` keeps the layer's mean profile over its top examples, which featurevis pictures are
-compared with (store.trust).
+Per unit, `top_paths` keeps the unit's mean path over its strongest examples (precompute.paths: what each
+input channel of the layer adds to its activation), which featurevis pictures are compared with (store.trust).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
-from precompute.dataset_pass import CANDIDATES, LayerRecord
+from precompute import paths
+from precompute.dataset_pass import CANDIDATES, LayerRecord, normalise
 from precompute.places import Places, distinct_ranks, placer
 from precompute.techniques.base import PassTechnique
 from store import pictures, shards, trust, workdir
@@ -24,6 +26,7 @@ from store import pictures, shards, trust, workdir
 # Circuits-style sample of the response distribution, from the top of the range down.
 QUANTILES = (0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 THUMB_PX = 96
+PATH_EXAMPLES = 5  # the top examples whose paths are read: the floor needs three; each costs a forward to the layer
 
 
 def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, run_id: str,
@@ -85,47 +88,35 @@ def _outward(start: int, n: int):
                 yield i
 
 
-def top_profiles(record: LayerRecord, examples: pa.Table, model_id: str, layer: str, run_id: str) -> pa.Table:
-    """Per unit, the mean layer profile (store.trust: every unit's spatial max) of its top examples, and the
-    natural floor of their agreement; the pass's reservoir holds each image's profile while the dataset fits in
-    it, and a top image that fell out of it is left out (`examples` says how many were used)."""
-    values, _, indices = record.reservoir()
-    mean, std = layer_spread(record)
-    row_of = {int(index): row for row, index in enumerate(indices)}
-    top = examples.filter(pc.equal(examples["kind"], "top")).select(["unit", "image_id"]).to_pylist()
-    by_unit: dict[int, list[int]] = defaultdict(list)
-    for r in top:
-        row = row_of.get(int(r["image_id"].rsplit(":", 1)[1]))
-        if row is not None:
-            by_unit[r["unit"]].append(row)
+def top_paths(ctx, examples: pa.Table, model_id: str, layer: str, run_id: str) -> pa.Table:
+    """Per unit, its mean path (precompute.paths) over its PATH_EXAMPLES strongest examples, each at the cell
+    where it peaks, and the natural floor of their agreement (store.trust); no rows where the layer's module
+    cannot be run alone on its input."""
+    spec, dataset = ctx.spec, ctx.dataset
+    top = examples.filter(pc.and_(pc.equal(examples["kind"], "top"), pc.less(examples["rank"], PATH_EXAMPLES)))
+    pairs = [(int(r["image_id"].rsplit(":", 1)[1]), r["unit"], (r["pos_y"], r["pos_x"]))
+             for r in top.select(["unit", "image_id", "pos_y", "pos_x"]).to_pylist()]
+
+    def load(index: int) -> torch.Tensor:
+        return normalise([dataset.load(index, spec.input_size)], spec.mean, spec.std)[0].to(ctx.device)
+
+    # The request's batch size, which the pass ran with: a user who lowered it for memory gets it here too.
+    shares = paths.contributions(ctx.model, layer, load, pairs, batch=ctx.request.batch_size) if pairs else None
+    by_unit: dict[int, list[np.ndarray]] = defaultdict(list)
+    for (_, unit, _), share in zip(pairs, shares if shares is not None else ()):
+        by_unit[unit].append(share)
     units = sorted(by_unit)
-    profiles = [values[by_unit[u]] for u in units]
     return pa.table({
         "model_id": [model_id] * len(units), "layer": [layer] * len(units), "unit": units,
-        "profile": pa.array([trust.encode(p.mean(axis=0)) for p in profiles], type=pa.binary()),
-        "natural_floor": [trust.natural_floor(trust.standardise(p, mean, std)) for p in profiles],
-        "examples": [len(p) for p in profiles], "run_id": [run_id] * len(units),
-    }, schema=TOP_PROFILES)
+        "path": pa.array([trust.encode(np.mean(by_unit[u], axis=0)) for u in units], type=pa.binary()),
+        "natural_floor": pa.array([trust.natural_floor(np.stack(by_unit[u])) for u in units], type=pa.float64()),
+        "examples": [len(by_unit[u]) for u in units], "run_id": [run_id] * len(units),
+    }, schema=TOP_PATHS)
 
 
-def layer_spread(record: LayerRecord) -> tuple[np.ndarray, np.ndarray]:
-    """Every unit's mean and std of the spatial max over the dataset (as `stats`; std 0 for a dead unit)."""
-    mean = (record.total / max(record.count, 1)).cpu().numpy()
-    std = np.sqrt(np.maximum((record.total_sq / max(record.count, 1)).cpu().numpy() - mean ** 2, 0.0))
-    return mean, np.where(std > 1e-6 * (1 + np.abs(mean)), std, 0.0)  # as `stats` calls a unit dead
-
-
-def spread_row(record: LayerRecord, model_id: str, layer: str, run_id: str) -> pa.Table:
-    """The layer's spread (`layer_spread`) as one row of float32 vectors, which profiles are standardised by."""
-    mean, std = layer_spread(record)
-    return pa.table({"model_id": [model_id], "layer": [layer],
-                     "mean": pa.array([mean.astype(np.float32).tobytes()], type=pa.binary()),
-                     "std": pa.array([std.astype(np.float32).tobytes()], type=pa.binary()), "run_id": [run_id]})
-
-
-TOP_PROFILES = pa.schema([("model_id", pa.string()), ("layer", pa.string()), ("unit", pa.int64()),
-                          ("profile", pa.binary()), ("natural_floor", pa.float64()), ("examples", pa.int64()),
-                          ("run_id", pa.string())])
+TOP_PATHS = pa.schema([("model_id", pa.string()), ("layer", pa.string()), ("unit", pa.int64()),
+                       ("path", pa.binary()), ("natural_floor", pa.float64()), ("examples", pa.int64()),
+                       ("run_id", pa.string())])
 
 
 def referenced_images(table: pa.Table) -> set[str]:
@@ -134,9 +125,10 @@ def referenced_images(table: pa.Table) -> set[str]:
 
 class DatasetExamples(PassTechnique):
     name = "dataset"
-    # 2: examples that repeat a place of a source image are dropped; rows name source and box; 3: top_profiles
-    VERSION = 3
-    tables = ("dataset_examples", "top_profiles", "profile_spread", "thumbnails", "images")
+    # 2: examples that repeat a place of a source image are dropped; rows name source and box; 3: top_profiles;
+    # 4: top_paths (the unit's path on its top examples) in their place
+    VERSION = 4
+    tables = ("dataset_examples", "top_paths", "thumbnails", "images")
     unit_key = "dataset"
 
     def params(self, req, spec) -> dict:
@@ -182,11 +174,8 @@ class DatasetExamples(PassTechnique):
             "technique": ["dataset"] * len(top), "format": ["webp"] * len(top),
             "data": pa.array(thumbs, type=pa.binary()), "run_id": [job.key] * len(top),
         })
-        tables = {"dataset_examples": examples, "thumbnails": thumbnails, "images": pa.table(listing),
-                  "top_profiles": top_profiles(record, examples, spec.id, job.layer, job.key)}
-        if job.unit_start == 0:  # the pass sees every unit of the layer: its spread is written once, by unit 0's job
-            tables["profile_spread"] = spread_row(record, spec.id, job.layer, job.key)
-        return tables
+        return {"dataset_examples": examples, "thumbnails": thumbnails, "images": pa.table(listing),
+                "top_paths": top_paths(ctx, examples, spec.id, job.layer, job.key)}
 
 
 TECHNIQUE = DatasetExamples()

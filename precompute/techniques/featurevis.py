@@ -4,8 +4,8 @@ Per unit: `channel` (SEEDS pictures from independent starts, facets 0 and 1), `n
 `negative` (what it most dislikes) and `diversity` (FACETS images of one unit pushed apart). Per layer (in the
 job that holds the layer's unit 0): `deepdream` and a `caricature` of each of CARICATURE_PHOTOS. Each image
 keeps the objective's score on its final image (`achieved`) and its unit's spatial max (the `stats` measure),
-so a page can set it against the unit's top dataset activation; `featurevis_trust` keeps, per unit, the
-layer's profile on its channel picture and how far the two seeds' pictures agree (store.trust reads them).
+so a page can set it against the unit's top dataset activation; `featurevis_trust` keeps, per unit, how far
+the two seeds' channel pictures agree and the unit's path on its picture (store.trust reads them).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from precompute import paths
 from precompute.jobs import Job
 from precompute.optvis import objectives as obj
 from precompute.optvis import render as rd
@@ -49,8 +50,9 @@ class FeatureVis(Technique):
     # 2: the quick preset renders pooled objectives through random half-side windows; 3: batch norm is folded by
     # torch's fuse_conv_bn_weights, which rounds differently (achieved activations move in the fourth digit)
     # 4: issue 15: windows under MIN_WINDOW_PX input pixels show the whole view; a second seed's channel picture
-    # (facet 1), every picture's spatial max, and the trust table
-    VERSION = 4
+    # (facet 1), every picture's spatial max, and the trust table; 5: the trust table keeps the unit's path on its
+    # picture (precompute.paths) instead of the layer's profile
+    VERSION = 5
     tables = ("featurevis", "featurevis_trust", "thumbnails", "layer_visuals")
     unit_key = "featurevis"
 
@@ -142,8 +144,9 @@ def spatial_max(model, layer: str, units: list[int], images: np.ndarray, **measu
 
 
 def trust_rows(ctx, job: Job, images: np.ndarray, **measure) -> pa.Table:
-    """Per unit: the profile of its channel picture, its correlation with the second seed's picture's, and the
-    highest correlation of that first picture with another unit's second picture in this job (the baseline).
+    """Per unit: the correlation of its two seeds' pictures' profiles, the highest correlation of that first
+    picture with another unit's second picture in this job (the baseline), and the unit's path on its first
+    picture (precompute.paths, at its strongest cell), which store.trust sets against its top examples'.
 
     `images` is (SEEDS, units, H, W, 3) from render_units(copies=SEEDS)."""
     units = list(range(job.unit_start, job.unit_stop))
@@ -153,11 +156,14 @@ def trust_rows(ctx, job: Job, images: np.ndarray, **measure) -> pa.Table:
     # first (None in a job of one unit).
     baseline = [max((c for j, b in enumerate(second) if j != i if (c := trust.correlation(a, b)) is not None),
                     default=None) for i, a in enumerate(first)]
+    inputs = rd.model_input(images[0], **measure)  # each picture as its render steps fed it to the model
+    shares = paths.contributions(ctx.model, job.layer, lambda i: inputs[i], [(i, u, None) for i, u in enumerate(units)])
     return pa.table({
         "model_id": [ctx.spec.id] * len(units), "layer": [job.layer] * len(units), "unit": units,
         "seed_agreement": pa.array([trust.correlation(a, b) for a, b in zip(first, second)], type=pa.float64()),
         "seed_baseline": pa.array(baseline, type=pa.float64()),
-        "profile": pa.array([trust.encode(p) for p in first], type=pa.binary()),
+        "path": pa.array([None] * len(units) if shares is None else [trust.encode(s) for s in shares],
+                         type=pa.binary()),
         "run_id": [job.key] * len(units),
     })
 

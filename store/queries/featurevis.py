@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from store import trust
 from store.queries.base import Reader, Section
 
@@ -42,10 +40,10 @@ class FeaturevisQueries(Reader):
         (stats, dataset or the trust table) is not stored."""
         params = {"model": model_id, "layer": layer, "unit": unit}
         got = self._rows("""
-            SELECT t.seed_agreement, t.seed_baseline, t.profile, p.profile AS top_profile, p.natural_floor
+            SELECT t.seed_agreement, t.seed_baseline, t.path, p.path AS top_path, p.natural_floor
             FROM (SELECT 1) LEFT JOIN featurevis_trust t
                 ON t.model_id = $model AND t.layer = $layer AND t.unit = $unit
-            LEFT JOIN top_profiles p ON p.model_id = $model AND p.layer = $layer AND p.unit = $unit
+            LEFT JOIN top_paths p ON p.model_id = $model AND p.layer = $layer AND p.unit = $unit
         """, params)[0]
         if picture_max is None:
             found = self._rows("""SELECT spatial_max FROM featurevis WHERE model_id = $model AND layer = $layer
@@ -53,12 +51,8 @@ class FeaturevisQueries(Reader):
             picture_max = found[0]["spatial_max"] if found else None
         if stats is None:
             stats = self._stats_of(model_id, layer, unit)
-        spread = self._rows("SELECT mean, std FROM profile_spread WHERE model_id = $model AND layer = $layer",
-                            {"model": model_id, "layer": layer})
-        mean, std = ((np.frombuffer(spread[0]["mean"], np.float32), np.frombuffer(spread[0]["std"], np.float32))
-                     if spread else (None, None))
-        return trust.signals(picture_max, stats, got["seed_agreement"], got["profile"], got["top_profile"],
-                             got["natural_floor"], mean, std, seed_baseline=got["seed_baseline"])
+        return trust.signals(picture_max, stats, got["seed_agreement"], got["path"], got["top_path"],
+                             got["natural_floor"], seed_baseline=got["seed_baseline"])
 
     def _stats_of(self, model_id: str, layer: str, unit: int) -> dict | None:
         rows = self._rows("SELECT mean, std, max FROM unit_stats WHERE model_id = $model AND layer = $layer "
