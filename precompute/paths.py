@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from precompute.hooks import CHANNELS_LAST, StopForward, channels_first
 from precompute.layers import as_maps
@@ -23,17 +24,23 @@ IMAGES = 16  # distinct images per forward to the layer, unless told: their laye
 PAIRS = 32  # pairs per backward: each holds a copy of its image's layer input and the module's graph on it
 
 
-def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor | None:
-    """The input of module `layer` on the normalised batch `x` (the forward stops there), or None where the
-    module is not called with one tensor."""
-    module = dict(model.named_modules())[layer]
-    seen: list = []
+def layer_inputs(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """The input of each module in `layers` on the normalised batch `x`, from one forward that stops once all
+    are seen; None for a module that is not called with one tensor (or not called at all)."""
+    modules = dict(model.named_modules())
+    seen: dict[str, torch.Tensor | None] = {}
 
-    def grab(_module, args):
-        seen.append(args[0] if len(args) == 1 and isinstance(args[0], torch.Tensor) else None)
-        raise StopForward
+    def grab(name: str):
+        def fn(_module, args):
+            one = len(args) == 1 and isinstance(args[0], torch.Tensor)
+            # First call wins, as in hooks.capture; a copy, which no in-place operation after it can change.
+            seen.setdefault(name, args[0].detach().clone() if one else None)
+            if len(seen) == len(layers):
+                raise StopForward
 
-    handle = module.register_forward_pre_hook(grab)
+        return fn
+
+    handles = [modules[name].register_forward_pre_hook(grab(name)) for name in layers]
     try:
         with torch.no_grad(), frozen_eval(model):
             try:
@@ -41,8 +48,9 @@ def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor 
             except StopForward:
                 pass
     finally:
-        handle.remove()
-    return seen[0] if seen else None
+        for handle in handles:
+            handle.remove()
+    return {name: seen.get(name) for name in layers}
 
 
 def _per_channel(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
@@ -59,7 +67,7 @@ def _shares(module: nn.Module, inputs: torch.Tensor, units: list[int], cells: li
     """Gradient-times-input shares for one batch of pairs, row i: unit units[i] at cells[i] on inputs[i]."""
     part = inputs.detach().clone().requires_grad_(True)
     try:
-        got = module(part)
+        got = module(part.clone())  # a module that works in place (ReLU(inplace=True)) may not touch the leaf
     except (RuntimeError, TypeError, ValueError):  # a module that needs more than its first input
         return None
     got = got[0] if isinstance(got, (tuple, list)) else got
@@ -73,33 +81,54 @@ def _shares(module: nn.Module, inputs: torch.Tensor, units: list[int], cells: li
     return _per_channel(module, (part * grad).detach()).float().cpu()
 
 
-def contributions(model: nn.Module, layer: str, load: Callable[[Hashable], torch.Tensor],
-                  pairs: Sequence[tuple[Hashable, int, tuple[int, int] | None]],
-                  batch: int = IMAGES) -> np.ndarray | None:
-    """Per pair (image, unit, cell): each input channel's gradient-times-input share of the unit's activation
-    at the map cell ((y, x) of the layer's maps as `as_maps` shapes them; None: the unit's strongest cell on
-    that image). `load(image)` gives the normalised input (3, S, S); each image is run to the layer once,
-    `batch` distinct images a forward. (pairs, C_in) float32 in the pairs' order; None where the layer's input
-    is not one tensor or the module cannot be run on it alone (the signal is then not available)."""
-    module = dict(model.named_modules())[layer]
-    by_image: dict[Hashable, list[int]] = {}
-    for i, (image, _, _) in enumerate(pairs):
-        by_image.setdefault(image, []).append(i)
-    images = list(by_image)
-    out: dict[int, torch.Tensor] = {}
+def contributions(model: nn.Module, load: Callable[[Hashable], torch.Tensor],
+                  pairs: dict[str, Sequence[tuple[Hashable, int, tuple[int, int] | None]]],
+                  batch: int = IMAGES, progress: bool = False) -> dict[str, np.ndarray | None]:
+    """Per layer (`pairs` in model order), per pair (image, unit, cell): each input channel's
+    gradient-times-input share of the unit's activation at the map cell ((y, x) of the layer's maps as
+    `as_maps` shapes them; None: the unit's strongest cell on that image). `load(image)` gives the normalised
+    input (3, S, S). Every image is run once, to the deepest layer that has a pair on it, `batch` distinct
+    images a forward, so the cost is at most one pass over the images, however many layers and units read
+    them.
+
+    {layer: (pairs, C_in) float32 in the pairs' order}, or None for a layer whose input is not one tensor or
+    whose module cannot be run on it alone (the signal is then not available)."""
+    modules = dict(model.named_modules())
+    needs: dict[Hashable, list[tuple[str, int]]] = {}  # image -> (layer, pair index) reading it
+    for layer, wanted in pairs.items():
+        for i, (image, _, _) in enumerate(wanted):
+            needs.setdefault(image, []).append((layer, i))
+    shares: dict[str, dict[int, torch.Tensor] | None] = {layer: {} for layer in pairs}
+    # Images that only shallow layers read share forwards, which stop early.
+    depth = {layer: d for d, layer in enumerate(pairs)}
+    images = sorted(needs, key=lambda image: max(depth[name] for name, _ in needs[image]))
+    bar = tqdm(total=len(images), desc=f"paths of top examples ({len(pairs)} layers)", unit="img",
+               disable=not progress)
     with frozen_eval(model), torch.enable_grad():
         for start in range(0, len(images), batch):
+            bar.update(min(batch, len(images) - start))
             these = images[start:start + batch]
-            inputs = layer_inputs(model, layer, torch.stack([load(image) for image in these]))
-            if inputs is None:
-                return None
             row_of = {image: row for row, image in enumerate(these)}
-            mine = [i for image in these for i in by_image[image]]
-            for first in range(0, len(mine), PAIRS):
-                chunk = mine[first:first + PAIRS]
-                got = _shares(module, inputs[[row_of[pairs[i][0]] for i in chunk]],
-                              [pairs[i][1] for i in chunk], [pairs[i][2] for i in chunk])
-                if got is None:
-                    return None
-                out.update(zip(chunk, got))
-    return torch.stack([out[i] for i in range(len(pairs))]).numpy() if pairs else np.zeros((0, 0), np.float32)
+            read_here = {name for image in these for name, _ in needs[image]}
+            layers = [layer for layer in pairs if layer in read_here and shares[layer] is not None]
+            if not layers:
+                continue
+            inputs = layer_inputs(model, layers, torch.stack([load(image) for image in these]))
+            for layer in layers:
+                mine = [i for image in these for name, i in needs[image] if name == layer]
+                for first in range(0, len(mine), PAIRS):
+                    chunk = [pairs[layer][i] for i in mine[first:first + PAIRS]]
+                    got = None if inputs[layer] is None else _shares(
+                        modules[layer], inputs[layer][[row_of[image] for image, _, _ in chunk]],
+                        [unit for _, unit, _ in chunk], [cell for _, _, cell in chunk])
+                    if got is None:
+                        shares[layer] = None
+                        break
+                    shares[layer].update(zip(mine[first:first + PAIRS], got))
+    bar.close()
+    out: dict[str, np.ndarray | None] = {}
+    for layer, wanted in pairs.items():
+        got = shares[layer]
+        out[layer] = None if got is None else np.stack([got[i].numpy() for i in range(len(wanted))]) if wanted \
+            else np.zeros((0, 0), np.float32)
+    return out

@@ -135,7 +135,15 @@ def run_pass_jobs(ctx: Context, jobs: list[Job]) -> None:
     meta = {"seed": req.seed, "dataset": req.dataset, "images_seen": seen, "images_skipped": ctx.dataset.skipped,
             "device": str(ctx.device), "seconds": round(time.time() - started, 2)}
     failures = []
-    for job in tqdm(jobs, desc="writing shards", unit="job", disable=not req.progress):
+    for name in dict.fromkeys(job.technique for job in jobs):
+        mine = [job for job in jobs if job.technique == name]
+        try:
+            TECHNIQUES[name].after_pass(ctx, mine, records)
+        except Exception as exc:  # noqa: BLE001 - as below: the other techniques' shards are still written
+            failures += [job.failure(one_line(exc)) for job in mine]
+    failed = {f["key"] for f in failures}
+    for job in tqdm([job for job in jobs if job.key not in failed], desc="writing shards", unit="job",
+                    disable=not req.progress):
         technique = TECHNIQUES[job.technique]
         try:
             _write(technique, job, technique.from_pass(ctx, job, records[job.layer]), meta, req.work_dir)

@@ -26,6 +26,8 @@ and computes its rows one of two ways:
   the rows of the job's units from the pass's `LayerRecord` of the job's layer. A pass technique that sets
   `needs_predictions` makes the pass run the model to its output and keep, beside each top and bottom image,
   the class the model predicts for it (`Extremes.pred`); otherwise the pass stops after the deepest layer.
+  `after_pass(ctx, jobs, records)` runs first, once for all its jobs of the pass (the dataset technique reads
+  the paths of every layer's top examples there, in one more forward per image).
 
 `ctx` is the runner's `Context` (`precompute.runner`): `model`, `spec`, `geometry` ({layer: Geometry}),
 `dataset`, `device`, `request`, `layers` (the layers the request names, in model order) and `cache` (a dict
@@ -73,6 +75,11 @@ class PassTechnique(Technique):
 
     shares_pass: ClassVar[bool] = True
     needs_predictions: ClassVar[bool] = False
+
+    def after_pass(self, ctx, jobs: list[Job], records: dict) -> None:
+        """Work that the technique's jobs of one pass share, done once after the pass and before any of their
+        `from_pass` calls, which find it in `ctx.cache`; `records` holds every layer's `LayerRecord`. None by
+        default."""
 
     def from_pass(self, ctx, job: Job, record) -> dict[str, pa.Table]:
         raise NotImplementedError(f"technique {self.name} has no from_pass()")

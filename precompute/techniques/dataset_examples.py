@@ -88,35 +88,51 @@ def _outward(start: int, n: int):
                 yield i
 
 
-def top_paths(ctx, examples: pa.Table, model_id: str, layer: str, run_id: str) -> pa.Table:
-    """Per unit, its mean path (precompute.paths) over its PATH_EXAMPLES strongest examples, each at the cell
-    where it peaks, and the natural floor of their agreement (store.trust); no rows where the layer's module
+def top_paths(ctx, jobs: list, examples: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Per job (by key, from its example rows): per unit, its mean path (precompute.paths) over its
+    PATH_EXAMPLES strongest examples, each at the cell where it peaks, and the natural floor of their agreement
+    (store.trust). One forward per image that a unit of any of the jobs reads; no rows for a layer whose module
     cannot be run alone on its input."""
     spec, dataset = ctx.spec, ctx.dataset
-    top = examples.filter(pc.and_(pc.equal(examples["kind"], "top"), pc.less(examples["rank"], PATH_EXAMPLES)))
-    pairs = [(int(r["image_id"].rsplit(":", 1)[1]), r["unit"], (r["pos_y"], r["pos_x"]))
-             for r in top.select(["unit", "image_id", "pos_y", "pos_x"]).to_pylist()]
+    pairs: dict[str, list] = defaultdict(list)
+    for job in jobs:
+        t = examples[job.key]
+        top = t.filter(pc.and_(pc.equal(t["kind"], "top"), pc.less(t["rank"], PATH_EXAMPLES)))
+        pairs[job.layer] += [(int(r["image_id"].rsplit(":", 1)[1]), r["unit"], (r["pos_y"], r["pos_x"]))
+                             for r in top.select(["unit", "image_id", "pos_y", "pos_x"]).to_pylist()]
 
     def load(index: int) -> torch.Tensor:
         return normalise([dataset.load(index, spec.input_size)], spec.mean, spec.std)[0].to(ctx.device)
 
     # The request's batch size, which the pass ran with: a user who lowered it for memory gets it here too.
-    shares = paths.contributions(ctx.model, layer, load, pairs, batch=ctx.request.batch_size) if pairs else None
-    by_unit: dict[int, list[np.ndarray]] = defaultdict(list)
-    for (_, unit, _), share in zip(pairs, shares if shares is not None else ()):
-        by_unit[unit].append(share)
-    units = sorted(by_unit)
-    return pa.table({
-        "model_id": [model_id] * len(units), "layer": [layer] * len(units), "unit": units,
-        "path": pa.array([trust.encode(np.mean(by_unit[u], axis=0)) for u in units], type=pa.binary()),
-        "natural_floor": pa.array([trust.natural_floor(np.stack(by_unit[u])) for u in units], type=pa.float64()),
-        "examples": [len(by_unit[u]) for u in units], "run_id": [run_id] * len(units),
-    }, schema=TOP_PATHS)
+    ordered = [layer for layer in ctx.layers if layer in pairs] + [layer for layer in pairs if layer not in ctx.layers]
+    shares = paths.contributions(ctx.model, load, {layer: pairs[layer] for layer in ordered},
+                                 batch=ctx.request.batch_size, progress=ctx.request.progress)
+    by_unit: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
+    for layer, got in shares.items():
+        for (_, unit, _), share in zip(pairs[layer], got if got is not None else ()):
+            by_unit[layer, unit].append(share)
+    out = {}
+    for job in jobs:
+        units = [u for u in range(job.unit_start, job.unit_stop) if (job.layer, u) in by_unit]
+        mine = [by_unit[job.layer, u] for u in units]
+        out[job.key] = pa.table({
+            "model_id": [spec.id] * len(units), "layer": [job.layer] * len(units), "unit": units,
+            "path": pa.array([trust.encode(np.mean(m, axis=0)) for m in mine], type=pa.binary()),
+            "natural_floor": pa.array([trust.natural_floor(np.stack(m)) for m in mine], type=pa.float64()),
+            "examples": [len(m) for m in mine], "run_id": [job.key] * len(units),
+        }, schema=TOP_PATHS)
+    return out
 
 
 TOP_PATHS = pa.schema([("model_id", pa.string()), ("layer", pa.string()), ("unit", pa.int64()),
                        ("path", pa.binary()), ("natural_floor", pa.float64()), ("examples", pa.int64()),
                        ("run_id", pa.string())])
+
+
+def images_key(ctx) -> str:
+    """What the dataset's images are stored under: the dataset at the model's input size."""
+    return f"{shards.slug(ctx.request.dataset)}-{ctx.spec.input_size}"
 
 
 def referenced_images(table: pa.Table) -> set[str]:
@@ -134,13 +150,22 @@ class DatasetExamples(PassTechnique):
     def params(self, req, spec) -> dict:
         return {"candidates": CANDIDATES}
 
+    def after_pass(self, ctx, jobs, records) -> None:
+        """Every job's example rows, and from them the paths of the top examples of all the jobs' units at once
+        (`top_paths`)."""
+        spec, dataset = ctx.spec, ctx.dataset
+        key = images_key(ctx)
+        examples = {job.key: rows(records[job.layer], spec.id, job.layer, job.unit_start, job.unit_stop, job.key,
+                                  image_id=lambda i: f"{key}:{i}", frame=lambda i: dataset.frame(i, spec.input_size),
+                                  k=ctx.request.k) for job in jobs}
+        found = top_paths(ctx, jobs, examples)
+        ctx.cache["dataset"] = {job.key: (examples[job.key], found[job.key]) for job in jobs}
+
     def from_pass(self, ctx, job, record: LayerRecord) -> dict[str, pa.Table]:
         """The technique's rows, its thumbnails, and the images they show (written once per dataset)."""
         spec, dataset, work = ctx.spec, ctx.dataset, ctx.request.work_dir
-        dataset_key = f"{shards.slug(ctx.request.dataset)}-{spec.input_size}"
-        examples = rows(record, spec.id, job.layer, job.unit_start, job.unit_stop, job.key,
-                        image_id=lambda i: f"{dataset_key}:{i}", frame=lambda i: dataset.frame(i, spec.input_size),
-                        k=ctx.request.k)
+        examples, found_paths = ctx.cache["dataset"].pop(job.key)
+        dataset_key = images_key(ctx)
         listing = {"image_id": [], "dataset": [], "source": [], "path": []}
         missing = []
         stored = workdir.names_under(work, shards.images_rel(dataset_key))
@@ -175,7 +200,7 @@ class DatasetExamples(PassTechnique):
             "data": pa.array(thumbs, type=pa.binary()), "run_id": [job.key] * len(top),
         })
         return {"dataset_examples": examples, "thumbnails": thumbnails, "images": pa.table(listing),
-                "top_paths": top_paths(ctx, examples, spec.id, job.layer, job.key)}
+                "top_paths": found_paths}
 
 
 TECHNIQUE = DatasetExamples()

@@ -157,7 +157,8 @@ def trust_rows(ctx, job: Job, images: np.ndarray, **measure) -> pa.Table:
     baseline = [max((c for j, b in enumerate(second) if j != i if (c := trust.correlation(a, b)) is not None),
                     default=None) for i, a in enumerate(first)]
     inputs = rd.model_input(images[0], **measure)  # each picture as its render steps fed it to the model
-    shares = paths.contributions(ctx.model, job.layer, lambda i: inputs[i], [(i, u, None) for i, u in enumerate(units)])
+    shares = paths.contributions(ctx.model, inputs.__getitem__,
+                                 {job.layer: [(i, u, None) for i, u in enumerate(units)]})[job.layer]
     return pa.table({
         "model_id": [ctx.spec.id] * len(units), "layer": [job.layer] * len(units), "unit": units,
         "seed_agreement": pa.array([trust.correlation(a, b) for a, b in zip(first, second)], type=pa.float64()),

@@ -91,7 +91,7 @@ def test_a_path_adds_up_to_the_activation_and_counts_only_what_the_unit_reads():
     model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), nn.Sequential(read, nn.ReLU()))
     x = torch.randn(3, 3, 16, 16)
     pairs = [(0, 0, None), (1, 1, None), (0, 1, (2, 3)), (2, 0, None)]
-    shares = paths.contributions(model, "1", lambda i: x[i], pairs)
+    shares = paths.contributions(model, lambda i: x[i], {"1": pairs})["1"]
     with torch.no_grad():
         out = model(x)
     for (image, unit, cell), share in zip(pairs, shares):
@@ -99,6 +99,21 @@ def test_a_path_adds_up_to_the_activation_and_counts_only_what_the_unit_reads():
         assert share.sum() == pytest.approx(float(value), abs=1e-5)
         if unit == 1:
             assert share[3] == 0
+
+
+def test_the_paths_of_several_layers_come_from_one_forward_per_image():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()),
+                          nn.Sequential(nn.Conv2d(4, 3, 3, padding=1), nn.ReLU()), nn.Conv2d(3, 2, 1))
+    forwards = []
+    model[0].register_forward_hook(lambda _m, args, _out: forwards.append(len(args[0])))
+    x = torch.randn(5, 3, 12, 12)
+    pairs = {"1": [(0, 0, None), (3, 2, None)], "2": [(0, 1, (4, 4)), (4, 0, None), (1, 1, None)]}
+    together = paths.contributions(model, lambda i: x[i], pairs, batch=8)
+    assert forwards == [4]  # images 0, 1, 3 and 4, each once, for both layers
+    for layer, wanted in pairs.items():
+        alone = paths.contributions(model, lambda i: x[i], {layer: wanted})[layer]
+        assert np.allclose(together[layer], alone, atol=1e-6)
 
 
 def test_a_module_that_cannot_run_on_its_input_alone_has_no_path():
@@ -114,7 +129,7 @@ def test_a_module_that_cannot_run_on_its_input_alone_has_no_path():
         def forward(self, x):
             return self.pair(self.conv(x), 2.0)
 
-    assert paths.contributions(Net(), "pair", lambda i: torch.zeros(3, 4, 4), [(0, 0, None)]) is None
+    assert paths.contributions(Net(), lambda i: torch.zeros(3, 4, 4), {"pair": [(0, 0, None)]}) == {"pair": None}
 
 
 def test_the_pipeline_stores_what_the_path_signal_compares(trust_store):
