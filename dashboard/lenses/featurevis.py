@@ -66,6 +66,14 @@ def _caption(row: dict) -> str:
     return f"{row['achieved_activation']:.3g}" + (f" · {sigma:+.1f} sd" if sigma is not None else "")
 
 
+def _apart(value: float, bar: float | None) -> tuple[str, str | None]:
+    """Two numbers with as many decimals (two or more) as it takes to tell them apart."""
+    if bar is None:
+        return f"{value:.2f}", None
+    digits = next((d for d in range(2, 6) if f"{value:.{d}f}" != f"{bar:.{d}f}"), 2)
+    return f"{value:.{digits}f}", f"{bar:.{digits}f}"
+
+
 def _trust(t: dict) -> None:
     """How far to trust the channel picture (store/trust.py; README "How far to trust a picture")."""
     parts = []
@@ -77,9 +85,9 @@ def _trust(t: dict) -> None:
         parts.append(f"the two seeds' pictures agree to the model at {t['seed_agreement']:.2f} "
                      "(correlation of the layer's spatial maxima on them)")
     if t["natural_path"] is not None:
-        floor = f" (their own floor: {t['natural_floor']:.2f})" if t["natural_floor"] is not None else ""
-        parts.append(f"its activation comes from the unit's inputs as the top examples' does at "
-                     f"{t['natural_path']:.2f}{floor}")
+        value, floor = _apart(t["natural_path"], t["natural_floor"])
+        parts.append(f"its activation draws on the layer's inputs like the top examples' at {value} (cosine of the "
+                     "two paths" + (f"; the top examples among themselves: {floor} at worst)" if floor else ")"))
     if parts:
         st.caption("How far to trust it: " + "; ".join(parts) + ".")
     if t["seeds_disagree"]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from precompute import paths
@@ -25,6 +26,7 @@ from precompute.pipeline import precompute
 from precompute.request import Request
 from store import trust
 from store.queries import Store
+from tests.app_support import APP
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +132,21 @@ def test_a_module_that_cannot_run_on_its_input_alone_has_no_path():
             return self.pair(self.conv(x), 2.0)
 
     assert paths.contributions(Net(), lambda i: torch.zeros(3, 4, 4), {"pair": [(0, 0, None)]}) == {"pair": None}
+
+
+@pytest.mark.app
+def test_the_lens_warns_of_the_other_path_and_only_there(trust_store, monkeypatch):
+    monkeypatch.setenv("MICROSCOPE_STORE", str(trust_store))
+    for unit, warned in (("0", True), ("1", False)):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.switch_page("app_pages/unit.py")
+        for k, v in {"model": "paths", "layer": "1", "unit": unit, "view": "featurevis"}.items():
+            at.query_params[k] = v
+        at.run()
+        assert not at.exception
+        caption = next(c.value for c in at.caption if c.value.startswith("How far to trust it"))
+        assert "cosine of the two paths" in caption and "at worst" in caption, caption
+        assert any("path that its top dataset examples do not take" in w.value for w in at.warning) == warned
 
 
 def test_the_pipeline_stores_what_the_path_signal_compares(trust_store):
