@@ -26,7 +26,7 @@ from store import pictures, shards, trust, workdir
 # Circuits-style sample of the response distribution, from the top of the range down.
 QUANTILES = (0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 THUMB_PX = 96
-PATH_EXAMPLES = 5  # the top examples whose paths are read: the floor needs three; each costs a forward to the layer
+PATH_EXAMPLES = 5  # the top examples whose paths are read: the floor needs three; each may add an image to run
 
 
 def rows(record: LayerRecord, model_id: str, layer: str, start: int, stop: int, run_id: str,
@@ -104,8 +104,8 @@ def top_paths(ctx, jobs: list, examples: dict[str, pa.Table]) -> dict[str, pa.Ta
     def load(index: int) -> torch.Tensor:
         return normalise([dataset.load(index, spec.input_size)], spec.mean, spec.std)[0].to(ctx.device)
 
-    # The request's batch size, which the pass ran with: a user who lowered it for memory gets it here too.
     ordered = [layer for layer in ctx.layers if layer in pairs] + [layer for layer in pairs if layer not in ctx.layers]
+    # The request's batch size, which the pass ran with: a user who lowered it for memory gets it here too.
     shares = paths.contributions(ctx.model, load, {layer: pairs[layer] for layer in ordered},
                                  batch=ctx.request.batch_size, progress=ctx.request.progress)
     by_unit: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
