@@ -25,11 +25,15 @@ class StopForward(Exception):
 
 
 @contextmanager
-def capture(model: nn.Module, paths: Sequence[str], stop_after_last: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def capture(model: nn.Module, paths: Sequence[str], stop_after_last: bool = True,
+            inputs: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Yields a dict that each forward pass fills with {path: output}; see `run` to drive a pass.
 
     With `stop_after_last`, the forward pass is cut short once every requested module has produced its
     output (the deepest layer in execution order), so early layers cost only the early part of the network.
+    With `inputs`, each module's input is kept instead, before the module runs (as the model's stream lays it
+    out): a copy, which no in-place operation after it can change, or None where the module is not called
+    with one tensor.
     """
     modules = dict(model.named_modules())
     missing = [p for p in paths if p not in modules]
@@ -38,19 +42,28 @@ def capture(model: nn.Module, paths: Sequence[str], stop_after_last: bool = True
     outputs: dict[str, torch.Tensor] = {}
     wanted = set(paths)
 
+    def keep(path: str, value) -> None:
+        # First call wins: a module applied twice (shared weights) reports its first use.
+        outputs.setdefault(path, value)
+        if stop_after_last and wanted.issubset(outputs):
+            raise StopForward
+
     def hook(path: str):
         def fn(module, _inputs, output):
             if isinstance(output, (tuple, list)):
                 output = output[0]
-            output = channels_first(module, output)
-            # First call wins: a module applied twice (shared weights) reports its first use.
-            outputs.setdefault(path, output)
-            if stop_after_last and wanted.issubset(outputs):
-                raise StopForward
+            keep(path, channels_first(module, output))
 
         return fn
 
-    handles = [modules[p].register_forward_hook(hook(p)) for p in paths]
+    def pre_hook(path: str):
+        def fn(_module, args):
+            keep(path, args[0].detach().clone() if len(args) == 1 and isinstance(args[0], torch.Tensor) else None)
+
+        return fn
+
+    handles = [modules[p].register_forward_pre_hook(pre_hook(p)) if inputs else
+               modules[p].register_forward_hook(hook(p)) for p in paths]
     try:
         yield outputs
     finally:

@@ -16,41 +16,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from precompute.hooks import CHANNELS_LAST, StopForward, channels_first
+from precompute.hooks import CHANNELS_LAST, capture, channels_first, run
 from precompute.layers import as_maps
 from precompute.optvis.prepare import frozen_eval, match_layout
 
 IMAGES = 16  # distinct images per forward to the layer, unless told: their layer inputs are held while read
 PAIRS = 32  # pairs per backward: each holds a copy of its image's layer input and the module's graph on it
-
-
-def layer_inputs(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """The input of each module in `layers` on the normalised batch `x`, from one forward that stops once all
-    are seen; None for a module that is not called with one tensor (or not called at all)."""
-    modules = dict(model.named_modules())
-    seen: dict[str, torch.Tensor | None] = {}
-
-    def grab(name: str):
-        def fn(_module, args):
-            one = len(args) == 1 and isinstance(args[0], torch.Tensor)
-            # First call wins, as in hooks.capture; a copy, which no in-place operation after it can change.
-            seen.setdefault(name, args[0].detach().clone() if one else None)
-            if len(seen) == len(layers):
-                raise StopForward
-
-        return fn
-
-    handles = [modules[name].register_forward_pre_hook(grab(name)) for name in layers]
-    try:
-        with torch.no_grad(), frozen_eval(model):
-            try:
-                model(match_layout(x, model))
-            except StopForward:
-                pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: seen.get(name) for name in layers}
 
 
 def _per_channel(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
@@ -113,12 +84,13 @@ def contributions(model: nn.Module, load: Callable[[Hashable], torch.Tensor],
             layers = [layer for layer in pairs if layer in read_here and shares[layer] is not None]
             if not layers:
                 continue
-            inputs = layer_inputs(model, layers, torch.stack([load(image) for image in these]))
+            with torch.no_grad(), capture(model, layers, inputs=True) as seen:
+                inputs = run(model, match_layout(torch.stack([load(image) for image in these]), model), seen)
             for layer in layers:
                 mine = [i for image in these for name, i in needs[image] if name == layer]
                 for first in range(0, len(mine), PAIRS):
                     chunk = [pairs[layer][i] for i in mine[first:first + PAIRS]]
-                    got = None if inputs[layer] is None else _shares(
+                    got = None if inputs.get(layer) is None else _shares(
                         modules[layer], inputs[layer][[row_of[image] for image, _, _ in chunk]],
                         [unit for _, unit, _ in chunk], [cell for _, _, cell in chunk])
                     if got is None:
